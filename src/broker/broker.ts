@@ -1,0 +1,398 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { SpillwayError } from '../errors';
+import { checkName } from '../names';
+import type { PublisherState } from '../flowcontrol/ledger';
+import { decodeBody, type Message } from '../queue/message';
+import type { DeliveryBatch } from '../subscribers/batch';
+import { parseSubscriptionConfig, sameConfig, type SubscriptionConfig } from '../subscribers/config';
+import type { Consumer, EndReason } from '../subscribers/consumer';
+import type { Subscription, SubscriptionStats } from '../subscribers/subscription';
+import { parseQueueConfig, type QueueConfig } from './config';
+import { loadDefinitions, saveDefinitions, type Definitions } from './definitions';
+import { LatencyHistogram } from './latency';
+import type { Prepared } from './prepare';
+import { Queue, type PublishResult, type QueueHost, type QueueStats } from './queue';
+import { Transactions } from './transactions';
+
+export interface BrokerOptions {
+  /** Total ring memory for all queues (bytes). */
+  memoryBytes?: number;
+  /** Where definitions (and spill files) live; without it nothing is kept across restarts. */
+  dataDir?: string;
+  /** How often deadlines are checked (ms). */
+  tickMs?: number;
+  /** Publishers idle this long and holding nothing are forgotten (ms). */
+  publisherIdleMs?: number;
+}
+
+export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
+export const ANONYMOUS_PUBLISHER = 'anonymous';
+
+export interface PublishOutcome extends PublishResult {
+  publisher: PublisherState;
+  staged?: boolean;
+}
+
+/**
+ * The broker: queues, subscriptions, transactions, and the embedded API that the HTTP
+ * layer (and any in-process user) calls. Every method is synchronous except pull.
+ */
+export class Broker implements QueueHost {
+  /** An id of this run: changes at every start (repeatable publishers re-send when it does). */
+  readonly epoch: string;
+  /** Short form of the epoch inside message ids. */
+  readonly runTag: string;
+  readonly memoryBytes: number;
+  readonly latency = new LatencyHistogram();
+  readonly #dataDir: string | undefined;
+  readonly #queues = new Map<string, Queue>();
+  #allocated = 0;
+  readonly #tx: Transactions;
+
+  readonly #dirty = new Set<Subscription>();
+  #flushScheduled = false;
+  readonly #timed = new Set<Subscription>();
+  #ticker: NodeJS.Timeout | undefined;
+  readonly #tickMs: number;
+  readonly #sweeper: NodeJS.Timeout;
+  #closed = false;
+
+  constructor(options: BrokerOptions = {}) {
+    this.epoch = randomUUID();
+    this.runTag = randomBytes(4).toString('hex');
+    this.memoryBytes = options.memoryBytes ?? DEFAULT_MEMORY_BYTES;
+    this.#dataDir = options.dataDir;
+    this.#tickMs = options.tickMs ?? 20;
+    this.#tx = new Transactions(this);
+    const idle = options.publisherIdleMs ?? 10 * 60_000;
+    this.#sweeper = setInterval(() => {
+      const before = Date.now() - idle;
+      for (const q of this.#queues.values()) q.ledger.sweep(before);
+    }, Math.min(idle, 60_000));
+    this.#sweeper.unref();
+    if (this.#dataDir !== undefined) this.#restore(this.#dataDir);
+  }
+
+  // --- queues ------------------------------------------------------------------
+
+  /** Creates a queue; `created` false when the same config already exists (409 when it differs). */
+  createQueue(name: string, body?: unknown): { created: boolean; queue: QueueStats } {
+    checkName(name, 'queue');
+    const config = parseQueueConfig(body);
+    const existing = this.#queues.get(name);
+    if (existing !== undefined) {
+      if (!sameConfig(existing.config, config)) throw new SpillwayError('ALREADY_EXISTS', `queue ${name} exists with a different config`, { queue: name });
+      return { created: false, queue: existing.stats() };
+    }
+    const q = this.#addQueue(name, config);
+    if (config.defaultSubscription) this.#addSubscription(q, 'default', parseSubscriptionConfig({}), Date.now(), undefined, 0);
+    this.#save();
+    return { created: true, queue: q.stats() };
+  }
+
+  deleteQueue(name: string): void {
+    const q = this.queue(name);
+    this.#queues.delete(name);
+    this.#allocated -= q.config.memoryBytes;
+    for (const sub of q.subscriptions) this.#forget(sub);
+    q.close('deleted');
+    this.#save();
+  }
+
+  /** The queue, or QUEUE_NOT_FOUND. */
+  queue(name: string): Queue {
+    const q = this.#queues.get(name);
+    if (q === undefined) throw new SpillwayError('QUEUE_NOT_FOUND', `queue ${JSON.stringify(name)} does not exist`, { queue: name });
+    return q;
+  }
+
+  hasQueue(name: string): boolean { return this.#queues.has(name); }
+  isLive(q: Queue): boolean { return this.#queues.get(q.name) === q; }
+  queues(): Queue[] { return [...this.#queues.values()]; }
+  queueStats(name: string): QueueStats { return this.queue(name).stats(); }
+  listQueues(): QueueStats[] { return this.queues().map((q) => q.stats()); }
+  purge(name: string): number { return this.queue(name).purge(); }
+
+  // --- subscriptions -------------------------------------------------------------
+
+  createSubscription(queueName: string, name: string, body?: unknown): { created: boolean; subscription: SubscriptionStats & SubscriptionConfig } {
+    const q = this.queue(queueName);
+    checkName(name, 'subscription');
+    const config = parseSubscriptionConfig(body);
+    const existing = q.subscription(name);
+    if (existing !== undefined) {
+      if (!sameConfig(existing.config, config)) {
+        throw new SpillwayError('ALREADY_EXISTS', `subscription ${name} exists on ${queueName} with a different config`, { queue: queueName, subscription: name });
+      }
+      return { created: false, subscription: this.subscriptionInfo(queueName, name) };
+    }
+    const now = Date.now();
+    this.#addSubscription(q, name, config, now, config.ttlMs !== undefined ? now + config.ttlMs : undefined, 0);
+    this.#save();
+    return { created: true, subscription: this.subscriptionInfo(queueName, name) };
+  }
+
+  deleteSubscription(queueName: string, name: string): void {
+    const q = this.queue(queueName);
+    const sub = this.subscription(queueName, name);
+    this.#forget(sub);
+    q.removeSubscription(name, 'deleted');
+    this.#save();
+  }
+
+  /** The subscription, or SUBSCRIPTION_NOT_FOUND (QUEUE_NOT_FOUND when the queue is missing). */
+  subscription(queueName: string, name: string): Subscription {
+    const sub = this.queue(queueName).subscription(name);
+    if (sub === undefined) {
+      throw new SpillwayError('SUBSCRIPTION_NOT_FOUND', `subscription ${JSON.stringify(name)} does not exist on queue ${queueName}`, { queue: queueName, subscription: name });
+    }
+    return sub;
+  }
+
+  /** Stats and config together, as `GET .../subscriptions/{sub}` shows them. */
+  subscriptionInfo(queueName: string, name: string): SubscriptionStats & SubscriptionConfig {
+    const sub = this.subscription(queueName, name);
+    return { ...sub.stats(), ...sub.config };
+  }
+
+  // --- publishing ----------------------------------------------------------------
+
+  /**
+   * Publishes validated messages, all or nothing. With `txId` they are staged in the
+   * transaction instead. Throws PUBLISHER_RESTRICTED, QUEUE_FULL, and the like.
+   */
+  publish(queueName: string, publisherId: string | undefined, msgs: readonly Prepared[], txId?: string): PublishOutcome {
+    if (this.#closed) throw new SpillwayError('SHUTTING_DOWN', 'the server is shutting down');
+    const q = this.queue(queueName);
+    const now = Date.now();
+    const p = q.ledger.get(publisherId ?? ANONYMOUS_PUBLISHER, now);
+    const refusal = q.ledger.refusal(p, now);
+    if (refusal !== undefined) {
+      throw new SpillwayError('PUBLISHER_RESTRICTED', `publisher ${p.id} is restricted on queue ${q.name} (${refusal.reason}); retry after ${refusal.retryAfterMs} ms`, {
+        reason: refusal.reason, retryAfterMs: refusal.retryAfterMs,
+      });
+    }
+    if (txId !== undefined) {
+      const res = this.#tx.stage(txId, q, p, msgs);
+      return { ...res, publisher: q.ledger.state(p), staged: true };
+    }
+    const res: PublishResult = { ids: [], seqs: [], duplicates: 0 };
+    if (!q.write(p, msgs, now, res, false)) throw this.#full(q);
+    q.commit();
+    return { ...res, publisher: q.ledger.state(p) };
+  }
+
+  /** The error for a queue whose memory is full. */
+  #full(q: Queue): SpillwayError {
+    return new SpillwayError('QUEUE_FULL', `queue ${q.name} is full (${q.ring.usedBytes} of ${q.config.memoryBytes} bytes in memory)`, { queue: q.name });
+  }
+
+  publisherState(queueName: string, publisherId: string): PublisherState {
+    const q = this.queue(queueName);
+    const p = q.ledger.find(publisherId);
+    if (p === undefined) throw new SpillwayError('NOT_FOUND', `publisher ${JSON.stringify(publisherId)} is not known on queue ${queueName}`, { queue: queueName, publisherId });
+    return q.ledger.state(p);
+  }
+
+  // --- transactions --------------------------------------------------------------
+
+  beginTransaction(timeoutMs?: number): { id: string; expiresAt: string } {
+    if (this.#closed) throw new SpillwayError('SHUTTING_DOWN', 'the server is shutting down');
+    return this.#tx.begin(timeoutMs);
+  }
+
+  commitTransaction(id: string): { committed: number } {
+    return this.#tx.commit(id, (q) => this.#full(q));
+  }
+
+  rollbackTransaction(id: string): void {
+    this.#tx.rollback(id);
+  }
+
+  // --- consuming -----------------------------------------------------------------
+
+  /** Pull: `render` turns the batch into the caller's form in the delivering turn. */
+  pull<T>(queueName: string, subName: string, max: number, waitMs: number, autoAck: boolean, render: (b: DeliveryBatch) => T): Promise<T> {
+    return this.subscription(queueName, subName).pull(max, waitMs, autoAck, render);
+  }
+
+  /** Pull as Message objects. */
+  pullMessages(queueName: string, subName: string, opts: { max?: number; waitMs?: number; autoAck?: boolean } = {}): Promise<Message[]> {
+    return this.pull(queueName, subName, opts.max ?? 1, opts.waitMs ?? 0, opts.autoAck ?? false, (b) => b.messages());
+  }
+
+  ack(queueName: string, subName: string, ids: readonly unknown[]): { acked: number; unknown: unknown[] } {
+    const unknown: unknown[] = [];
+    const acked = this.subscription(queueName, subName).ack(ids, unknown);
+    return { acked, unknown };
+  }
+
+  nack(queueName: string, subName: string, ids: readonly unknown[], delayMs = 0): { nacked: number; unknown: unknown[] } {
+    const unknown: unknown[] = [];
+    const nacked = this.subscription(queueName, subName).nack(ids, delayMs, unknown);
+    return { nacked, unknown };
+  }
+
+  extend(queueName: string, subName: string, ids: readonly unknown[], ackDeadlineMs: number): { extended: number; unknown: unknown[] } {
+    const unknown: unknown[] = [];
+    const extended = this.subscription(queueName, subName).extend(ids, ackDeadlineMs, unknown);
+    return { extended, unknown };
+  }
+
+  /** Attaches a push consumer; returns the function that detaches it (unacked messages go to others). */
+  consume(queueName: string, subName: string, consumer: Consumer): () => void {
+    const sub = this.subscription(queueName, subName);
+    sub.addConsumer(consumer);
+    return () => sub.removeConsumer(consumer);
+  }
+
+  /** Stops taking publishes and clears every timer. Messages are not kept. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#ticker);
+    clearInterval(this.#sweeper);
+    this.#tx.close();
+    for (const q of this.#queues.values()) for (const sub of q.subscriptions) this.#forget(sub);
+  }
+
+  get closing(): boolean { return this.#closed; }
+
+  // --- QueueHost -----------------------------------------------------------------
+
+  wake(sub: Subscription): void {
+    this.#dirty.add(sub);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flush);
+    }
+  }
+
+  /** One dispatch per woken subscription per turn of the loop: what is ready goes out together. */
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    for (const sub of this.#dirty) {
+      this.#dirty.delete(sub);
+      sub.dispatch();
+    }
+  };
+
+  watch(sub: Subscription): void {
+    this.#timed.add(sub);
+    if (this.#ticker === undefined && !this.#closed) {
+      this.#ticker = setInterval(this.#tick, this.#tickMs);
+      this.#ticker.unref();
+    }
+  }
+
+  readonly #tick = (): void => {
+    const now = Date.now();
+    for (const sub of this.#timed) {
+      sub.expire(now);
+      if (!sub.hasDeadlines) this.#timed.delete(sub);
+    }
+    if (this.#timed.size === 0) {
+      clearInterval(this.#ticker);
+      this.#ticker = undefined;
+    }
+  };
+
+  deadLetter(from: Queue, sub: Subscription, pos: number, attempt: number): boolean {
+    const dlqName = sub.config.deadLetterQueue;
+    const dlq = dlqName === undefined ? undefined : this.#queues.get(dlqName);
+    if (dlq === undefined) return false;
+    const ring = from.ring;
+    const m = decodeBody(ring.data, ring.bodyStart(pos), ring.bodyLenOf(pos), attempt);
+    const prepared: Prepared = {
+      dataJson: m.encoding === 'utf8' ? JSON.stringify(m.data) : '"' + m.data + '"',
+      encoding: m.encoding,
+      bytes: ring.bytesOf(pos),
+      attributes: Object.keys(m.attributes).length > 0 ? m.attributes : undefined,
+      attrsJson: JSON.stringify(m.attributes),
+      keyJson: m.key === undefined ? undefined : JSON.stringify(m.key),
+      publisherSeq: undefined,
+    };
+    const now = Date.now();
+    // Dead letters bypass flow control: refusing them would lose the message.
+    const p = dlq.ledger.get(m.publisherId, now);
+    if (!dlq.write(p, [prepared], now, { ids: [], seqs: [], duplicates: 0 }, false)) return false;
+    dlq.commit();
+    return true;
+  }
+
+  subscriptionEnded(_queue: Queue, sub: Subscription): void {
+    this.#forget(sub);
+    this.#save();
+  }
+
+  observeFirstDelivery(publishedAt: number, now: number): void {
+    this.latency.observe(now - publishedAt);
+  }
+
+  // --- internals -----------------------------------------------------------------
+
+  #addQueue(name: string, config: QueueConfig): Queue {
+    if (this.#allocated + config.memoryBytes > this.memoryBytes) {
+      throw new SpillwayError('INSUFFICIENT_STORAGE',
+        `queue ${name} needs ${config.memoryBytes} bytes of memory, but only ${this.memoryBytes - this.#allocated} of the server's ${this.memoryBytes} are left`,
+        { queue: name });
+    }
+    const q = new Queue(name, config, this);
+    this.#queues.set(name, q);
+    this.#allocated += config.memoryBytes;
+    return q;
+  }
+
+  #addSubscription(q: Queue, name: string, config: SubscriptionConfig, createdAt: number, expiresAt: number | undefined, ackedEvents: number): Subscription {
+    const sub = q.addSubscription(name, config, createdAt, expiresAt);
+    sub.ackedEvents = ackedEvents;
+    if (expiresAt !== undefined) {
+      sub.setTtlTimer(expiresAt - Date.now(), () => {
+        if (q.subscription(name) !== sub) return;
+        this.#forget(sub);
+        q.removeSubscription(name, 'expired');
+        this.#save();
+      });
+    }
+    return sub;
+  }
+
+  #forget(sub: Subscription): void {
+    this.#dirty.delete(sub);
+    this.#timed.delete(sub);
+  }
+
+  #restore(dataDir: string): void {
+    const defs = loadDefinitions(dataDir);
+    if (defs === undefined) return;
+    const now = Date.now();
+    for (const qd of defs.queues) {
+      const q = this.#addQueue(qd.name, parseQueueConfig(qd.config));
+      for (const sd of qd.subscriptions) {
+        if (sd.expiresAt !== undefined && sd.expiresAt <= now) continue;
+        const cfg = parseSubscriptionConfig(sd.config);
+        if (cfg.maxEvents !== undefined && (sd.ackedEvents ?? 0) >= cfg.maxEvents) continue;
+        this.#addSubscription(q, sd.name, cfg, sd.createdAt, sd.expiresAt, sd.ackedEvents ?? 0);
+      }
+    }
+    this.#save();
+  }
+
+  #save(): void {
+    if (this.#dataDir === undefined) return;
+    const defs: Definitions = {
+      version: 1,
+      queues: this.queues().map((q) => ({
+        name: q.name,
+        config: q.config,
+        subscriptions: q.subscriptions.map((s) => {
+          const d: Definitions['queues'][number]['subscriptions'][number] = { name: s.name, config: s.config, createdAt: s.createdAt };
+          if (s.expiresAt !== undefined) d.expiresAt = s.expiresAt;
+          if (s.config.maxEvents !== undefined) d.ackedEvents = s.ackedEvents;
+          return d;
+        }),
+      })),
+    };
+    saveDefinitions(this.#dataDir, defs);
+  }
+}
+

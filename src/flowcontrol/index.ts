@@ -1,0 +1,1 @@
+export { Ledger, Publisher, type PublisherState, type RestrictReason, type LedgerLimits } from './ledger';

@@ -1,0 +1,176 @@
+import {
+  ALIGN, H_CAPACITY, H_HEAD, H_HEAD_SEQ_HI, H_HEAD_SEQ_LO, H_MAGIC, H_TAIL, H_TAIL_SEQ_HI, H_TAIL_SEQ_LO,
+  HEADER_BYTES, HEADER_SLOTS, KIND_MESSAGE, KIND_PADDING, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
+  R_ATTRS_LEN, R_ATTRS_OFF, R_BODY_LEN, R_BYTES, R_FLAGS, R_KIND, R_LEN, R_PUBLISHED_AT, R_PUBLISHER,
+  R_PUBLISHER_SEQ, R_SEQ, RECORD_HEADER_BYTES, align, storageBytes,
+} from './layout';
+
+const TWO_32 = 0x1_0000_0000;
+
+/**
+ * A single-writer ring of variable-length records in a SharedArrayBuffer.
+ *
+ * Positions are byte offsets into the data area. Records are written once and read in
+ * place; a record never splits across the end (a padding record fills the rest and the
+ * writer wraps). The writer claims space, writes records, then `publish()`es them all
+ * with one ordered store of TAIL. Space is returned only from the head, by `release()`.
+ * Any thread may attach to the same buffer; exactly one writes and one releases.
+ */
+export class Ring {
+  readonly sab: SharedArrayBuffer;
+  readonly capacity: number;
+  /** The data area, as a Buffer so strings encode straight into it. */
+  readonly data: Buffer;
+  readonly #hdr: Int32Array;
+  readonly #dv: DataView;
+  /** The writer's tail: ahead of the published TAIL while a batch is being written. */
+  #writeTail: number;
+
+  private constructor(sab: SharedArrayBuffer) {
+    this.sab = sab;
+    this.#hdr = new Int32Array(sab, 0, HEADER_SLOTS);
+    if (Atomics.load(this.#hdr, H_MAGIC) !== MAGIC) throw new Error('not a Spillway ring');
+    this.capacity = this.#hdr[H_CAPACITY]!;
+    this.data = Buffer.from(sab, HEADER_BYTES, this.capacity);
+    this.#dv = new DataView(sab, HEADER_BYTES, this.capacity);
+    this.#writeTail = Atomics.load(this.#hdr, H_TAIL);
+  }
+
+  /** A new, empty ring with `capacity` data bytes (rounded up to 8). */
+  static create(capacity: number, firstSeq = 1): Ring {
+    const cap = align(Math.max(MIN_CAPACITY, Math.min(capacity, MAX_CAPACITY)));
+    const sab = new SharedArrayBuffer(storageBytes(cap));
+    const hdr = new Int32Array(sab, 0, HEADER_SLOTS);
+    hdr[H_CAPACITY] = cap;
+    setSeq(hdr, H_TAIL_SEQ_LO, H_TAIL_SEQ_HI, firstSeq);
+    setSeq(hdr, H_HEAD_SEQ_LO, H_HEAD_SEQ_HI, firstSeq);
+    Atomics.store(hdr, H_MAGIC, MAGIC);
+    return new Ring(sab);
+  }
+
+  /** A view of a ring made elsewhere (another thread passed the buffer). */
+  static attach(sab: SharedArrayBuffer): Ring {
+    return new Ring(sab);
+  }
+
+  /** The largest body one record can hold in this ring. */
+  get maxBodyBytes(): number {
+    return this.capacity - 2 * ALIGN - RECORD_HEADER_BYTES;
+  }
+
+  get head(): number { return Atomics.load(this.#hdr, H_HEAD); }
+  get tail(): number { return Atomics.load(this.#hdr, H_TAIL); }
+  get headSeq(): number { return getSeq(this.#hdr, H_HEAD_SEQ_LO, H_HEAD_SEQ_HI); }
+  get tailSeq(): number { return getSeq(this.#hdr, H_TAIL_SEQ_LO, H_TAIL_SEQ_HI); }
+
+  /** Bytes between head and the published tail, padding included. */
+  get usedBytes(): number {
+    const h = this.head;
+    const t = this.tail;
+    return t >= h ? t - h : this.capacity - h + t;
+  }
+
+  /** Bytes a record with `bodyLen` body bytes occupies. */
+  static recordBytes(bodyLen: number): number {
+    return align(RECORD_HEADER_BYTES + bodyLen);
+  }
+
+  /**
+   * Claims room for a record with `bodyLen` body bytes after everything claimed so far.
+   * Returns the record's position, or -1 when the ring has no room (nothing is changed).
+   * The body goes at `pos + RECORD_HEADER_BYTES`; `writeHeader()` completes the record.
+   */
+  claim(bodyLen: number): number {
+    const cap = this.capacity;
+    // align() works in 32-bit integers: a length of 2^31 or more, a negative one or NaN would
+    // come out as a small or negative `need` and be "placed". Nothing longer than the data area fits.
+    if (!(bodyLen >= 0 && bodyLen <= cap)) return -1;
+    const need = align(RECORD_HEADER_BYTES + bodyLen);
+    const head = Atomics.load(this.#hdr, H_HEAD);
+    const t = this.#writeTail;
+    if (t >= head) {
+      const end = t + need;
+      // Ending exactly at the end wraps the tail to 0, which must not meet a head at 0.
+      if (end < cap || (end === cap && head > 0)) return t;
+      if (need >= head) return -1;
+      this.#dv.setInt32(t + R_LEN, cap - t, true);
+      this.#dv.setUint8(t + R_KIND, KIND_PADDING);
+      this.#writeTail = 0;
+      return 0;
+    }
+    return need < head - t ? t : -1;
+  }
+
+  /** Writes a claimed record's header and moves the writer's tail past it. Not yet visible. */
+  writeHeader(
+    pos: number, bodyLen: number, seq: number, publishedAt: number, publisherSeq: number,
+    publisher: number, bytes: number, attrsOff: number, attrsLen: number, flags: number,
+  ): void {
+    const dv = this.#dv;
+    const len = align(RECORD_HEADER_BYTES + bodyLen);
+    dv.setInt32(pos + R_LEN, len, true);
+    dv.setUint8(pos + R_KIND, KIND_MESSAGE);
+    dv.setUint8(pos + R_FLAGS, flags);
+    dv.setFloat64(pos + R_SEQ, seq, true);
+    dv.setFloat64(pos + R_PUBLISHED_AT, publishedAt, true);
+    dv.setFloat64(pos + R_PUBLISHER_SEQ, publisherSeq, true);
+    dv.setInt32(pos + R_PUBLISHER, publisher, true);
+    dv.setInt32(pos + R_BYTES, bytes, true);
+    dv.setInt32(pos + R_BODY_LEN, bodyLen, true);
+    dv.setInt32(pos + R_ATTRS_OFF, attrsOff, true);
+    dv.setInt32(pos + R_ATTRS_LEN, attrsLen, true);
+    const next = pos + len;
+    this.#writeTail = next === this.capacity ? 0 : next;
+  }
+
+  /** Makes every record written since the last publish visible to readers, at once. */
+  publish(nextSeq: number): void {
+    setSeq(this.#hdr, H_TAIL_SEQ_LO, H_TAIL_SEQ_HI, nextSeq);
+    Atomics.store(this.#hdr, H_TAIL, this.#writeTail);
+  }
+
+  /** Forgets records written since the last publish (a refused batch leaves no trace). */
+  rollback(): void {
+    this.#writeTail = Atomics.load(this.#hdr, H_TAIL);
+  }
+
+  /** Returns the space before `pos` (a record position or the tail) to the writer. */
+  release(pos: number, seq: number): void {
+    setSeq(this.#hdr, H_HEAD_SEQ_LO, H_HEAD_SEQ_HI, seq);
+    Atomics.store(this.#hdr, H_HEAD, pos);
+  }
+
+  /** The message record at or after `pos`, skipping padding; `pos` must not be the tail. */
+  settle(pos: number): number {
+    return this.#dv.getUint8(pos + R_KIND) === KIND_PADDING ? 0 : pos;
+  }
+
+  /** Position after the record at `pos`, given the tail the caller loaded. */
+  after(pos: number, tail: number): number {
+    let next = pos + this.#dv.getInt32(pos + R_LEN, true);
+    if (next === this.capacity) next = 0;
+    return next === tail ? next : this.settle(next);
+  }
+
+  seqAt(pos: number): number { return this.#dv.getFloat64(pos + R_SEQ, true); }
+  publishedAtOf(pos: number): number { return this.#dv.getFloat64(pos + R_PUBLISHED_AT, true); }
+  publisherSeqOf(pos: number): number { return this.#dv.getFloat64(pos + R_PUBLISHER_SEQ, true); }
+  publisherOf(pos: number): number { return this.#dv.getInt32(pos + R_PUBLISHER, true); }
+  bytesOf(pos: number): number { return this.#dv.getInt32(pos + R_BYTES, true); }
+  flagsOf(pos: number): number { return this.#dv.getUint8(pos + R_FLAGS); }
+  lengthOf(pos: number): number { return this.#dv.getInt32(pos + R_LEN, true); }
+  bodyLenOf(pos: number): number { return this.#dv.getInt32(pos + R_BODY_LEN, true); }
+  attrsOffOf(pos: number): number { return this.#dv.getInt32(pos + R_ATTRS_OFF, true); }
+  attrsLenOf(pos: number): number { return this.#dv.getInt32(pos + R_ATTRS_LEN, true); }
+  /** Offset in `data` where the body of the record at `pos` starts. */
+  bodyStart(pos: number): number { return pos + RECORD_HEADER_BYTES; }
+}
+
+function setSeq(hdr: Int32Array, lo: number, hi: number, seq: number): void {
+  hdr[lo] = seq % TWO_32 | 0;
+  hdr[hi] = Math.floor(seq / TWO_32);
+}
+
+function getSeq(hdr: Int32Array, lo: number, hi: number): number {
+  return (hdr[hi]! * TWO_32) + (hdr[lo]! >>> 0);
+}
