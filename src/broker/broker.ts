@@ -1,4 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SpillStore, type QueueSpill } from '../spill/store';
 import { SpillwayError } from '../errors';
 import { checkName } from '../names';
 import type { PublisherState } from '../flowcontrol/ledger';
@@ -10,6 +14,7 @@ import type { Subscription, SubscriptionStats } from '../subscribers/subscriptio
 import { parseQueueConfig, type QueueConfig } from './config';
 import { loadDefinitions, saveDefinitions, type Definitions } from './definitions';
 import { LatencyHistogram } from './latency';
+import { INITIAL_CAPACITY } from '../queue/layout';
 import type { Prepared } from './prepare';
 import { Queue, type PublishResult, type QueueHost, type QueueStats } from './queue';
 import { Transactions } from './transactions';
@@ -23,7 +28,13 @@ export interface BrokerOptions {
   tickMs?: number;
   /** Publishers idle this long and holding nothing are forgotten (ms). */
   publisherIdleMs?: number;
+  /** Disk budget for spilled messages (bytes); default 10 GiB. */
+  maxDiskBytes?: number;
+  /** False: no spill at all (full queues refuse publishes). */
+  spill?: boolean;
 }
+
+export const DEFAULT_MAX_DISK_BYTES = 10 * 1024 * 1024 * 1024;
 
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 export const ANONYMOUS_PUBLISHER = 'anonymous';
@@ -56,6 +67,9 @@ export class Broker implements QueueHost {
   readonly #tickMs: number;
   readonly #sweeper: NodeJS.Timeout;
   #closed = false;
+  readonly #spill: SpillStore | undefined;
+  readonly #spillTmp: string | undefined;
+  #spillErrors = 0;
 
   constructor(options: BrokerOptions = {}) {
     this.epoch = randomUUID();
@@ -70,6 +84,11 @@ export class Broker implements QueueHost {
       for (const q of this.#queues.values()) q.ledger.sweep(before);
     }, Math.min(idle, 60_000));
     this.#sweeper.unref();
+    if (options.spill !== false) {
+      // Without a data dir, spill goes to a private temporary folder removed at close.
+      this.#spillTmp = this.#dataDir === undefined ? mkdtempSync(join(tmpdir(), 'spillway-')) : undefined;
+      this.#spill = new SpillStore(join(this.#dataDir ?? this.#spillTmp!, 'spill'), options.maxDiskBytes ?? DEFAULT_MAX_DISK_BYTES);
+    }
     if (this.#dataDir !== undefined) this.#restore(this.#dataDir);
   }
 
@@ -93,7 +112,7 @@ export class Broker implements QueueHost {
   deleteQueue(name: string): void {
     const q = this.queue(name);
     this.#queues.delete(name);
-    this.#allocated -= q.config.memoryBytes;
+    this.#allocated -= q.ring.capacity;
     for (const sub of q.subscriptions) this.#forget(sub);
     q.close('deleted');
     this.#save();
@@ -177,14 +196,24 @@ export class Broker implements QueueHost {
       return { ...res, publisher: q.ledger.state(p), staged: true };
     }
     const res: PublishResult = { ids: [], seqs: [], duplicates: 0 };
-    if (!q.write(p, msgs, now, res, false)) throw this.#full(q);
+    if (!q.write(p, msgs, now, res, false)) throw this.#full(q, p.id);
     q.commit();
     return { ...res, publisher: q.ledger.state(p) };
   }
 
-  /** The error for a queue whose memory is full. */
-  #full(q: Queue): SpillwayError {
-    return new SpillwayError('QUEUE_FULL', `queue ${q.name} is full (${q.ring.usedBytes} of ${q.config.memoryBytes} bytes in memory)`, { queue: q.name });
+  /** The error for a publish that found no room. */
+  #full(q: Queue, publisherId?: string): SpillwayError {
+    switch (q.fullReason()) {
+      case 'SPILLING':
+        // Memory is full and a spill is under way: room comes within milliseconds.
+        return new SpillwayError('PUBLISHER_RESTRICTED', `queue ${q.name} is moving messages to disk; retry shortly`, {
+          reason: 'overspilled', retryAfterMs: 20, queue: q.name, ...(publisherId === undefined ? {} : { publisherId }),
+        });
+      case 'INSUFFICIENT_STORAGE':
+        return new SpillwayError('INSUFFICIENT_STORAGE', `queue ${q.name} is full in memory and its spill cannot take more (disk budget spent or disk failing)`, { queue: q.name });
+      default:
+        return new SpillwayError('QUEUE_FULL', `queue ${q.name} is full (${q.ring.usedBytes} bytes in memory, spill off)`, { queue: q.name });
+    }
   }
 
   publisherState(queueName: string, publisherId: string): PublisherState {
@@ -247,12 +276,17 @@ export class Broker implements QueueHost {
   }
 
   /** Stops taking publishes and clears every timer. Messages are not kept. */
-  close(): void {
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
     this.#closed = true;
     clearInterval(this.#ticker);
     clearInterval(this.#sweeper);
     this.#tx.close();
     for (const q of this.#queues.values()) for (const sub of q.subscriptions) this.#forget(sub);
+    const tmp = this.#spillTmp;
+    return (this.#spill?.close() ?? Promise.resolve()).then(() => {
+      if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true });
+    });
   }
 
   get closing(): boolean { return this.#closed; }
@@ -296,16 +330,15 @@ export class Broker implements QueueHost {
     }
   };
 
-  deadLetter(from: Queue, sub: Subscription, pos: number, attempt: number): boolean {
+  deadLetter(_from: Queue, sub: Subscription, src: Buffer, start: number, len: number, attempt: number): boolean {
     const dlqName = sub.config.deadLetterQueue;
     const dlq = dlqName === undefined ? undefined : this.#queues.get(dlqName);
     if (dlq === undefined) return false;
-    const ring = from.ring;
-    const m = decodeBody(ring.data, ring.bodyStart(pos), ring.bodyLenOf(pos), attempt);
+    const m = decodeBody(src, start, len, attempt);
     const prepared: Prepared = {
       dataJson: m.encoding === 'utf8' ? JSON.stringify(m.data) : '"' + m.data + '"',
       encoding: m.encoding,
-      bytes: ring.bytesOf(pos),
+      bytes: m.encoding === 'utf8' ? Buffer.byteLength(m.data) : Buffer.from(m.data, 'base64').length,
       attributes: Object.keys(m.attributes).length > 0 ? m.attributes : undefined,
       attrsJson: JSON.stringify(m.attributes),
       keyJson: m.key === undefined ? undefined : JSON.stringify(m.key),
@@ -317,6 +350,34 @@ export class Broker implements QueueHost {
     if (!dlq.write(p, [prepared], now, { ids: [], seqs: [], duplicates: 0 }, false)) return false;
     dlq.commit();
     return true;
+  }
+
+  spillFor(q: Queue): QueueSpill | undefined {
+    return this.#spill?.forQueue(q.name, q.ring.sab);
+  }
+
+  spillError(q: Queue, err: string): void {
+    this.#spillErrors++;
+    if (this.#spillErrors <= 10 || this.#spillErrors % 1000 === 0) process.emitWarning(`spill on queue ${q.name}: ${err}`, { code: 'SPILLWAY_SPILL' });
+  }
+
+  /** Spill figures for metrics: disk bytes in use, write/read errors, corrupt records found. */
+  get spillStats(): { usedBytes: number; maxBytes: number; errors: number; corruptRecords: number; workerRestarts: number } {
+    const s = this.#spill;
+    return {
+      usedBytes: s?.usedBytes ?? 0,
+      maxBytes: s?.maxDiskBytes ?? 0,
+      errors: this.#spillErrors,
+      corruptRecords: s?.corruptRecords ?? 0,
+      workerRestarts: s?.worker.restarts ?? 0,
+    };
+  }
+
+  /** Fault injection for tests: the next `writes` spill writes fail, or the worker dies. */
+  injectSpillFault(fault: { failWrites: number } | 'crash'): Promise<unknown> {
+    const w = this.#spill?.worker;
+    if (w === undefined) return Promise.resolve();
+    return fault === 'crash' ? w.request({ type: 'crash' }) : w.request({ type: 'fail', writes: fault.failWrites });
   }
 
   subscriptionEnded(_queue: Queue, sub: Subscription): void {
@@ -331,16 +392,26 @@ export class Broker implements QueueHost {
   // --- internals -----------------------------------------------------------------
 
   #addQueue(name: string, config: QueueConfig): Queue {
-    if (this.#allocated + config.memoryBytes > this.memoryBytes) {
+    const initial = Math.min(INITIAL_CAPACITY, config.memoryBytes);
+    if (this.#allocated + initial > this.memoryBytes) {
       throw new SpillwayError('INSUFFICIENT_STORAGE',
-        `queue ${name} needs ${config.memoryBytes} bytes of memory, but only ${this.memoryBytes - this.#allocated} of the server's ${this.memoryBytes} are left`,
-        { queue: name });
+        `no ring memory left for queue ${name}: the server's ${this.memoryBytes} bytes (--memory) are in use`, { queue: name });
     }
     const q = new Queue(name, config, this);
     this.#queues.set(name, q);
-    this.#allocated += config.memoryBytes;
+    this.#allocated += q.ring.capacity;
     return q;
   }
+
+  /** Rings grow into the server's memory budget as they fill; the budget is never exceeded. */
+  reserveMemory(bytes: number): boolean {
+    if (this.#allocated + bytes > this.memoryBytes) return false;
+    this.#allocated += bytes;
+    return true;
+  }
+
+  /** Ring memory taken by all queues. */
+  get allocatedMemory(): number { return this.#allocated; }
 
   #addSubscription(q: Queue, name: string, config: SubscriptionConfig, createdAt: number, expiresAt: number | undefined, ackedEvents: number): Subscription {
     const sub = q.addSubscription(name, config, createdAt, expiresAt);

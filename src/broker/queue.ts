@@ -1,7 +1,9 @@
 import { Ledger, type Publisher } from '../flowcontrol/ledger';
 import { Ring } from '../queue/ring';
+import { INITIAL_CAPACITY } from '../queue/layout';
 import { F_HAS_PUBLISHER_SEQ, encodeBody, messageId } from '../queue/message';
-import { Subscription, type SubscriptionHost } from '../subscribers/subscription';
+import { Subscription, type DiskChunk, type SubscriptionHost } from '../subscribers/subscription';
+import { Extent, type PublisherSummary, type QueueSpill } from '../spill/store';
 import type { SubscriptionConfig } from '../subscribers/config';
 import type { EndReason } from '../subscribers/consumer';
 import type { QueueConfig } from './config';
@@ -13,9 +15,15 @@ export interface QueueHost {
   readonly epoch: string;
   wake(sub: Subscription): void;
   watch(sub: Subscription): void;
-  deadLetter(from: Queue, sub: Subscription, pos: number, attempt: number): boolean;
+  deadLetter(from: Queue, sub: Subscription, src: Buffer, start: number, len: number, attempt: number): boolean;
+  /** The spill of a new queue, or undefined when the server has none. */
+  spillFor(queue: Queue): QueueSpill | undefined;
+  /** A spill write or read failed. */
+  spillError(queue: Queue, err: string): void;
   subscriptionEnded(queue: Queue, sub: Subscription, reason: EndReason): void;
   observeFirstDelivery(publishedAt: number, now: number): void;
+  /** Takes `bytes` of the server's ring memory budget; false when it is spent. */
+  reserveMemory(bytes: number): boolean;
 }
 
 /** API.md's QueueStats. */
@@ -57,8 +65,14 @@ export class Queue implements SubscriptionHost {
   #pendSub: number[] = [];
 
   #headPos = 0;
-  /** Records up to here have been acked by at least one subscription (publisher usage released). */
+  /** Seqs below this have been acked by at least one subscription (publisher usage released)... */
+  #consumedSeq = 0;
+  /** ...and, in the ring, records from here on have not. */
   #consumedPos = 0;
+  readonly #spill: QueueSpill | undefined;
+  #closed = false;
+  /** Every retained record below this seq is on disk. */
+  spilledEndSeq = 0;
   /** Messages in the ring. */
   retained = 0;
   published = 0;
@@ -80,7 +94,9 @@ export class Queue implements SubscriptionHost {
     this.name = name;
     this.config = config;
     this.#host = host;
-    this.ring = Ring.create(config.memoryBytes);
+    this.ring = Ring.create(Math.min(INITIAL_CAPACITY, config.memoryBytes), 1, config.memoryBytes);
+    this.ring.mayGrow = (extra) => host.reserveMemory(extra);
+    this.#spill = config.spill ? host.spillFor(this) : undefined;
     this.ledger = new Ledger(
       { limitBytes: config.publisherLimitBytes, resumeBytes: config.publisherResumeBytes, spillLimitBytes: config.publisherSpillLimitBytes },
       host.epoch,
@@ -96,7 +112,8 @@ export class Queue implements SubscriptionHost {
     if (config.startAt === 'earliest') {
       const tail = this.ring.tail;
       const head = this.#headPos === tail ? tail : this.ring.settle(this.#headPos);
-      sub.startAtEarliest(head, head === tail ? this.nextSeq : this.ring.seqAt(head));
+      const sp = this.#spill;
+      sub.startAtEarliest(head, head === tail ? this.nextSeq : this.ring.seqAt(head), sp?.extents[0]?.firstSeq ?? 0, sp?.messages ?? 0);
     }
     this.#subs.set(name, sub);
     this.#subList = [...this.#subs.values()];
@@ -167,6 +184,7 @@ export class Queue implements SubscriptionHost {
       const pos = ring.claim(body.bodyLen);
       if (pos < 0) {
         this.abort();
+        this.#maybeSpill(true);
         return false;
       }
       ring.data.write(body.text, ring.bodyStart(pos), body.bodyLen, 'utf8');
@@ -202,6 +220,18 @@ export class Queue implements SubscriptionHost {
     const subs = this.#subList;
     const pend = this.#pendSub;
     for (let j = 0; j < subs.length; j++) if (pend[j]! > 0) subs[j]!.appended(pend[j]!);
+    if (this.#spill !== undefined && this.ring.usedBytes * 2 > this.ring.maxCapacity) this.#maybeSpill(false);
+  }
+
+  /**
+   * Why a write found no room: memory full with spill off, the disk budget spent or the disk
+   * failing, or a spill under way that will make room shortly.
+   */
+  fullReason(): 'QUEUE_FULL' | 'INSUFFICIENT_STORAGE' | 'SPILLING' {
+    const sp = this.#spill;
+    if (sp === undefined) return 'QUEUE_FULL';
+    if (sp.busy) return 'SPILLING';
+    return 'INSUFFICIENT_STORAGE';
   }
 
   /** Forgets the write in progress. */
@@ -225,8 +255,8 @@ export class Queue implements SubscriptionHost {
       messages: this.retained,
       memoryBytes: this.config.memoryBytes,
       memoryUsedBytes: this.ring.usedBytes,
-      spilledMessages: 0,
-      spilledBytes: 0,
+      spilledMessages: this.#spill?.messages ?? 0,
+      spilledBytes: this.#spill?.bytes ?? 0,
       published: this.published,
       dropped: this.dropped,
       subscriptions: this.#subList.map((s) => s.name),
@@ -236,6 +266,8 @@ export class Queue implements SubscriptionHost {
 
   /** Ends every subscription (the queue is deleted). */
   close(reason: EndReason): void {
+    this.#closed = true;
+    this.#spill?.detach();
     for (const sub of this.#subList) sub.end(reason);
     this.#subs.clear();
     this.#subList = [];
@@ -246,15 +278,41 @@ export class Queue implements SubscriptionHost {
   floorAdvanced(): void { this.#reclaim(); }
   wake(sub: Subscription): void { this.#host.wake(sub); }
   watch(sub: Subscription): void { this.#host.watch(sub); }
-  deadLetter(sub: Subscription, pos: number, attempt: number): boolean { return this.#host.deadLetter(this, sub, pos, attempt); }
+  deadLetter(sub: Subscription, src: Buffer, start: number, len: number, attempt: number): boolean {
+    return this.#host.deadLetter(this, sub, src, start, len, attempt);
+  }
+  get ringHeadPos(): number { return this.#headPos; }
+  corrupt(): void { /* counted by the spill store */ }
+
+  async readDisk(seq: number, hint: DiskChunk | null): Promise<DiskChunk | null> {
+    const sp = this.#spill;
+    if (sp === undefined) return null;
+    let e: Extent | undefined;
+    let off = 0;
+    if (hint !== null && hint.extent instanceof Extent && hint.extent.endSeq > seq && hint.next < hint.extent.length) {
+      e = hint.extent;
+      off = hint.next;
+    } else {
+      e = sp.find(seq);
+    }
+    if (e === undefined) return null;
+    try {
+      const buf = await sp.read(e, off);
+      return { buf, pos: 0, extent: e, next: off + buf.length };
+    } catch (err) {
+      this.#host.spillError(this, (err as Error).message);
+      throw err;
+    }
+  }
   exhausted(sub: Subscription): void {
     if (this.removeSubscription(sub.name, 'expired')) this.#host.subscriptionEnded(this, sub, 'expired');
   }
   observeFirstDelivery(publishedAt: number, now: number): void { this.#host.observeFirstDelivery(publishedAt, now); }
 
   /**
-   * Walks the records the floors have passed: below the highest floor a publisher's usage
-   * is released (some subscription acked); below the lowest, the space is reclaimed.
+   * Walks what the floors have passed, disk extents first, then ring records: below the
+   * highest floor a publisher's usage is released (some subscription acked); below the
+   * lowest, the message is gone (disk files deleted, ring space reclaimed).
    */
   #reclaim(): void {
     const subs = this.#subList;
@@ -267,32 +325,153 @@ export class Queue implements SubscriptionHost {
     }
     const ring = this.ring;
     const led = this.ledger;
+    const sp = this.#spill;
     const tail = ring.tail;
     const now = Date.now();
 
-    let pos = this.#consumedPos;
-    while (pos !== tail) {
-      pos = ring.settle(pos);
-      if (pos === tail || ring.seqAt(pos) >= max) break;
-      const p = led.bySlot(ring.publisherOf(pos));
-      if (p !== undefined) led.consumed(p, 1, ring.bytesOf(pos), now);
-      pos = ring.after(pos, tail);
+    let cs = this.#consumedSeq;
+    if (sp !== undefined && cs < this.spilledEndSeq) {
+      for (let i = sp.findIndex(cs); i < sp.extents.length; i++) {
+        const e = sp.extents[i]!;
+        if (e.endSeq > max) break;
+        for (const [slot, sum] of e.publishers) {
+          const p = led.bySlot(slot);
+          if (p !== undefined && sum.unconsumedCount > 0) led.consumed(p, sum.unconsumedCount, sum.unconsumedBytes, now);
+        }
+        cs = e.endSeq;
+      }
     }
-    this.#consumedPos = pos;
+    if (cs >= this.spilledEndSeq) {
+      let pos = this.#consumedPos;
+      while (pos !== tail) {
+        pos = ring.settle(pos);
+        if (pos === tail || ring.seqAt(pos) >= max) break;
+        const p = led.bySlot(ring.publisherOf(pos));
+        if (p !== undefined) led.consumed(p, 1, ring.bytesOf(pos), now);
+        pos = ring.after(pos, tail);
+      }
+      this.#consumedPos = pos;
+      cs = pos === tail ? this.nextSeq : ring.seqAt(pos);
+    }
+    this.#consumedSeq = cs;
 
-    pos = this.#headPos;
+    if (sp !== undefined) {
+      while (sp.extents.length > 0 && sp.extents[0]!.endSeq <= min) {
+        const e = sp.shift();
+        for (const [slot, sum] of e.publishers) {
+          const p = led.bySlot(slot);
+          if (p === undefined) continue;
+          led.released(p, sum.maxPublisherSeq, sum.count);
+          led.unspilled(p, sum.bytes);
+        }
+        this.retained -= e.count;
+      }
+      // The spill worker is reading the head of the ring: it stays put until the write is done.
+      if (sp.busy) return;
+    }
+
+    let pos = this.#headPos;
     const start = pos;
     while (pos !== tail) {
       pos = ring.settle(pos);
       if (pos === tail || ring.seqAt(pos) >= min) break;
       const p = led.bySlot(ring.publisherOf(pos));
-      if (p !== undefined) led.released(p, ring.publisherSeqOf(pos));
+      if (p !== undefined) led.released(p, ring.publisherSeqOf(pos), 1);
       this.retained--;
       pos = ring.after(pos, tail);
     }
-    if (pos !== start) {
-      this.#headPos = pos;
-      ring.release(pos, pos === tail ? this.nextSeq : ring.seqAt(pos));
+    if (pos !== start) this.#moveHead(pos);
+  }
+
+  #moveHead(pos: number): void {
+    const ring = this.ring;
+    this.#headPos = pos;
+    ring.release(pos, pos === ring.tail ? this.nextSeq : ring.seqAt(ring.settle(pos)));
+  }
+
+  /**
+   * Moves the oldest records in memory to disk (in the worker) when memory is over half
+   * full, or at once when a publish found it full. Oldest first: what a stalled subscription
+   * still needs goes to disk, and fast subscriptions keep reading the ring.
+   */
+  #maybeSpill(force: boolean): void {
+    const sp = this.#spill;
+    if (sp === undefined || sp.busy || this.#closed) return;
+    const ring = this.ring;
+    const used = ring.usedBytes;
+    if (used === 0 || (!force && used * 2 <= ring.maxCapacity)) return;
+    if (Date.now() < sp.retryAt) return;
+    const goal = Math.min(SPILL_CHUNK_BYTES, Math.max(used - ring.maxCapacity / 4, force ? used / 2 : 0));
+    const tail = ring.tail;
+    const from = ring.settle(this.#headPos);
+    let pos = from;
+    let count = 0;
+    let bytes = 0;
+    while (pos !== tail && (count === 0 || bytes < goal)) {
+      bytes += ring.lengthOf(pos);
+      count++;
+      pos = ring.after(pos, tail);
     }
+    if (count === 0) return;
+    if (!sp.hasRoom(bytes)) return;
+    sp.busy = true;
+    const seg = sp.target();
+    const offset = seg.size;
+    const firstSeq = ring.seqAt(from);
+    void sp.write(seg, from, count).then((r) => {
+      sp.busy = false;
+      if (this.#closed) return;
+      if (!r.ok) {
+        sp.retryAt = Date.now() + SPILL_RETRY_MS;
+        sp.lastError = `${r.code}: ${r.error}`;
+        this.#host.spillError(this, sp.lastError);
+      } else {
+        sp.lastError = undefined;
+        this.#spilled(from, count, pos, firstSeq, seg, offset, r.bytes);
+      }
+      this.#reclaim();
+      if (this.ring.usedBytes * 2 > this.ring.maxCapacity) this.#maybeSpill(false);
+    });
+  }
+
+  /** A spill write is on disk: the records become an extent and their ring space is freed. */
+  #spilled(from: number, count: number, cutPos: number, firstSeq: number, seg: Parameters<QueueSpill['write']>[0], offset: number, length: number): void {
+    const ring = this.ring;
+    const tail = ring.tail;
+    const led = this.ledger;
+    const sums = new Map<number, PublisherSummary>();
+    let pos = from;
+    let lastSeq = firstSeq;
+    for (let i = 0; i < count; i++) {
+      const slot = ring.publisherOf(pos);
+      let sum = sums.get(slot);
+      if (sum === undefined) {
+        sum = { count: 0, bytes: 0, unconsumedCount: 0, unconsumedBytes: 0, maxPublisherSeq: NaN };
+        sums.set(slot, sum);
+      }
+      const b = ring.bytesOf(pos);
+      lastSeq = ring.seqAt(pos);
+      sum.count++;
+      sum.bytes += b;
+      if (lastSeq >= this.#consumedSeq) { sum.unconsumedCount++; sum.unconsumedBytes += b; }
+      const ps = ring.publisherSeqOf(pos);
+      if (!Number.isNaN(ps)) sum.maxPublisherSeq = ps;
+      pos = ring.after(pos, tail);
+    }
+    for (const [slot, sum] of sums) {
+      const p = led.bySlot(slot);
+      if (p !== undefined) led.spilled(p, sum.bytes);
+    }
+    const endSeq = lastSeq + 1;
+    this.#spill!.added(new Extent(firstSeq, endSeq, seg, offset, length, count, sums));
+    for (const sub of this.#subList) sub.spilled(endSeq);
+    this.spilledEndSeq = endSeq;
+    if (this.#consumedSeq < endSeq) this.#consumedPos = cutPos;
+    this.#moveHead(cutPos);
   }
 }
+
+/** Most bytes moved to disk in one write. */
+const SPILL_CHUNK_BYTES = 4 * 1024 * 1024;
+/** After a failed write, wait this long before trying again. */
+const SPILL_RETRY_MS = 1000;

@@ -176,9 +176,9 @@ export class Ledger {
     if (p.restricted && p.reason === 'unconsumed' && p.unconsumedBytes <= this.#limits.resumeBytes) this.#lift(p);
   }
 
-  /** A message released by every subscription. */
-  released(p: Publisher, publisherSeq: number): void {
-    p.retainedMessages--;
+  /** Messages released by every subscription; `publisherSeq` is the highest among them (NaN: none). */
+  released(p: Publisher, publisherSeq: number, count: number): void {
+    p.retainedMessages -= count;
     if (!Number.isNaN(publisherSeq) && publisherSeq > p.safeSeq) p.safeSeq = publisherSeq;
     if (p.retainedMessages === 0) p.safeSeq = p.lastSeq;
   }

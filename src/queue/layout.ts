@@ -17,6 +17,7 @@ export const H_TAIL_SEQ_LO = 4; // seq of the next record (low/high 32 bits), wr
 export const H_TAIL_SEQ_HI = 5;
 export const H_HEAD_SEQ_LO = 6; // seq of the record at HEAD, written before HEAD
 export const H_HEAD_SEQ_HI = 7;
+export const H_MAX_CAPACITY = 8; // the data area may grow up to this (growable SharedArrayBuffer)
 export const HEADER_SLOTS = 16;
 export const HEADER_BYTES = HEADER_SLOTS * 4;
 export const MAGIC = 0x5350_574c; // "SPWL"
@@ -45,6 +46,8 @@ export const align = (n: number): number => (n + 7) & ~7;
 
 /** Capacity bounds: the smallest ring that is still useful, the largest an Int32 offset can address. */
 export const MIN_CAPACITY = 256;
+/** A growable ring starts this small and doubles as it fills, so idle queues cost little. */
+export const INITIAL_CAPACITY = 64 * 1024;
 export const MAX_CAPACITY = 0x4000_0000; // 1 GiB
 
 /** Bytes of a SharedArrayBuffer holding a ring with `capacity` data bytes. */

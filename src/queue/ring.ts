@@ -1,5 +1,5 @@
 import {
-  ALIGN, H_CAPACITY, H_HEAD, H_HEAD_SEQ_HI, H_HEAD_SEQ_LO, H_MAGIC, H_TAIL, H_TAIL_SEQ_HI, H_TAIL_SEQ_LO,
+  ALIGN, H_CAPACITY, H_HEAD, H_MAX_CAPACITY, H_HEAD_SEQ_HI, H_HEAD_SEQ_LO, H_MAGIC, H_TAIL, H_TAIL_SEQ_HI, H_TAIL_SEQ_LO,
   HEADER_BYTES, HEADER_SLOTS, KIND_MESSAGE, KIND_PADDING, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
   R_ATTRS_LEN, R_ATTRS_OFF, R_BODY_LEN, R_BYTES, R_FLAGS, R_KIND, R_LEN, R_PUBLISHED_AT, R_PUBLISHER,
   R_PUBLISHER_SEQ, R_SEQ, RECORD_HEADER_BYTES, align, storageBytes,
@@ -15,14 +15,21 @@ const TWO_32 = 0x1_0000_0000;
  * writer wraps). The writer claims space, writes records, then `publish()`es them all
  * with one ordered store of TAIL. Space is returned only from the head, by `release()`.
  * Any thread may attach to the same buffer; exactly one writes and one releases.
+ *
+ * A ring made with a larger `maxCapacity` starts small and grows its buffer in place
+ * (a growable SharedArrayBuffer) when a record would not fit before the end and the
+ * writer has not wrapped: positions never move, so readers and in-flight references stay valid.
  */
 export class Ring {
   readonly sab: SharedArrayBuffer;
-  readonly capacity: number;
-  /** The data area, as a Buffer so strings encode straight into it. */
-  readonly data: Buffer;
+  readonly maxCapacity: number;
+  /** The data area, as a Buffer so strings encode straight into it. Replaced when the ring grows. */
+  data!: Buffer;
+  #cap = 0;
   readonly #hdr: Int32Array;
-  readonly #dv: DataView;
+  #dv!: DataView;
+  /** Asked before growing by `extra` bytes; false keeps the ring at its size (e.g. a memory budget). */
+  mayGrow: (extra: number) => boolean = () => true;
   /** The writer's tail: ahead of the published TAIL while a batch is being written. */
   #writeTail: number;
 
@@ -30,18 +37,21 @@ export class Ring {
     this.sab = sab;
     this.#hdr = new Int32Array(sab, 0, HEADER_SLOTS);
     if (Atomics.load(this.#hdr, H_MAGIC) !== MAGIC) throw new Error('not a Spillway ring');
-    this.capacity = this.#hdr[H_CAPACITY]!;
-    this.data = Buffer.from(sab, HEADER_BYTES, this.capacity);
-    this.#dv = new DataView(sab, HEADER_BYTES, this.capacity);
+    this.maxCapacity = this.#hdr[H_MAX_CAPACITY]!;
+    this.#resize(Atomics.load(this.#hdr, H_CAPACITY));
     this.#writeTail = Atomics.load(this.#hdr, H_TAIL);
   }
 
-  /** A new, empty ring with `capacity` data bytes (rounded up to 8). */
-  static create(capacity: number, firstSeq = 1): Ring {
-    const cap = align(Math.max(MIN_CAPACITY, Math.min(capacity, MAX_CAPACITY)));
-    const sab = new SharedArrayBuffer(storageBytes(cap));
+  /** A new, empty ring with `capacity` data bytes (rounded up to 8), growable up to `maxCapacity`. */
+  static create(capacity: number, firstSeq = 1, maxCapacity = capacity): Ring {
+    const cap = clampCapacity(capacity);
+    const max = Math.max(cap, clampCapacity(maxCapacity));
+    const sab = max > cap
+      ? new SharedArrayBuffer(storageBytes(cap), { maxByteLength: storageBytes(max) })
+      : new SharedArrayBuffer(storageBytes(cap));
     const hdr = new Int32Array(sab, 0, HEADER_SLOTS);
     hdr[H_CAPACITY] = cap;
+    hdr[H_MAX_CAPACITY] = max;
     setSeq(hdr, H_TAIL_SEQ_LO, H_TAIL_SEQ_HI, firstSeq);
     setSeq(hdr, H_HEAD_SEQ_LO, H_HEAD_SEQ_HI, firstSeq);
     Atomics.store(hdr, H_MAGIC, MAGIC);
@@ -53,13 +63,24 @@ export class Ring {
     return new Ring(sab);
   }
 
-  /** The largest body one record can hold in this ring. */
+  /** Data bytes now (it may grow). */
+  get capacity(): number { return this.#cap; }
+
+  /** The largest body one record can hold in this ring at its largest. */
   get maxBodyBytes(): number {
-    return this.capacity - 2 * ALIGN - RECORD_HEADER_BYTES;
+    return this.maxCapacity - 2 * ALIGN - RECORD_HEADER_BYTES;
   }
 
   get head(): number { return Atomics.load(this.#hdr, H_HEAD); }
-  get tail(): number { return Atomics.load(this.#hdr, H_TAIL); }
+
+  /** The published tail. Loading it also picks up growth made by a writer on another thread. */
+  get tail(): number {
+    const t = Atomics.load(this.#hdr, H_TAIL);
+    const cap = this.#hdr[H_CAPACITY]!;
+    if (cap !== this.#cap) this.#resize(cap);
+    return t;
+  }
+
   get headSeq(): number { return getSeq(this.#hdr, H_HEAD_SEQ_LO, H_HEAD_SEQ_HI); }
   get tailSeq(): number { return getSeq(this.#hdr, H_TAIL_SEQ_LO, H_TAIL_SEQ_HI); }
 
@@ -67,7 +88,7 @@ export class Ring {
   get usedBytes(): number {
     const h = this.head;
     const t = this.tail;
-    return t >= h ? t - h : this.capacity - h + t;
+    return t >= h ? t - h : this.#cap - h + t;
   }
 
   /** Bytes a record with `bodyLen` body bytes occupies. */
@@ -81,18 +102,22 @@ export class Ring {
    * The body goes at `pos + RECORD_HEADER_BYTES`; `writeHeader()` completes the record.
    */
   claim(bodyLen: number): number {
-    const cap = this.capacity;
     // align() works in 32-bit integers: a length of 2^31 or more, a negative one or NaN would
     // come out as a small or negative `need` and be "placed". Nothing longer than the data area fits.
-    if (!(bodyLen >= 0 && bodyLen <= cap)) return -1;
+    if (!(bodyLen >= 0 && bodyLen <= this.maxCapacity)) return -1;
     const need = align(RECORD_HEADER_BYTES + bodyLen);
+    const cap = this.#cap;
     const head = Atomics.load(this.#hdr, H_HEAD);
     const t = this.#writeTail;
     if (t >= head) {
       const end = t + need;
       // Ending exactly at the end wraps the tail to 0, which must not meet a head at 0.
       if (end < cap || (end === cap && head > 0)) return t;
-      if (need >= head) return -1;
+      // Wrap while the ring is mostly empty; grow (if it may) once it is a quarter full, so a
+      // busy queue gets room before a burst and an idle one stays small.
+      const roomAtFront = need < head;
+      if ((!roomAtFront || (t - head) * 4 > cap) && this.#grow(end + ALIGN)) return t;
+      if (!roomAtFront) return -1;
       this.#dv.setInt32(t + R_LEN, cap - t, true);
       this.#dv.setUint8(t + R_KIND, KIND_PADDING);
       this.#writeTail = 0;
@@ -120,7 +145,7 @@ export class Ring {
     dv.setInt32(pos + R_ATTRS_OFF, attrsOff, true);
     dv.setInt32(pos + R_ATTRS_LEN, attrsLen, true);
     const next = pos + len;
-    this.#writeTail = next === this.capacity ? 0 : next;
+    this.#writeTail = next === this.#cap ? 0 : next;
   }
 
   /** Makes every record written since the last publish visible to readers, at once. */
@@ -148,7 +173,7 @@ export class Ring {
   /** Position after the record at `pos`, given the tail the caller loaded. */
   after(pos: number, tail: number): number {
     let next = pos + this.#dv.getInt32(pos + R_LEN, true);
-    if (next === this.capacity) next = 0;
+    if (next === this.#cap) next = 0;
     return next === tail ? next : this.settle(next);
   }
 
@@ -164,6 +189,30 @@ export class Ring {
   attrsLenOf(pos: number): number { return this.#dv.getInt32(pos + R_ATTRS_LEN, true); }
   /** Offset in `data` where the body of the record at `pos` starts. */
   bodyStart(pos: number): number { return pos + RECORD_HEADER_BYTES; }
+
+  /** Grows (doubling, up to the maximum) so that `minCap` bytes fit; false when it may not. */
+  #grow(minCap: number): boolean {
+    if (minCap > this.maxCapacity) return false;
+    let cap = this.#cap;
+    while (cap < minCap) cap *= 2;
+    cap = Math.min(align(cap), this.maxCapacity);
+    if (!this.mayGrow(cap - this.#cap)) return false;
+    this.sab.grow(storageBytes(cap));
+    // Readers see the new size no later than the tail that uses it (TAIL is stored after this).
+    this.#hdr[H_CAPACITY] = cap;
+    this.#resize(cap);
+    return true;
+  }
+
+  #resize(cap: number): void {
+    this.#cap = cap;
+    this.data = Buffer.from(this.sab, HEADER_BYTES, cap);
+    this.#dv = new DataView(this.sab, HEADER_BYTES, cap);
+  }
+}
+
+function clampCapacity(n: number): number {
+  return align(Math.max(MIN_CAPACITY, Math.min(n, MAX_CAPACITY)));
 }
 
 function setSeq(hdr: Int32Array, lo: number, hi: number, seq: number): void {

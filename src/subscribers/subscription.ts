@@ -1,4 +1,5 @@
 import type { Ring } from '../queue/ring';
+import { R_ATTRS_LEN, R_ATTRS_OFF, R_BODY_LEN, R_KIND, R_LEN, R_PUBLISHED_AT, R_SEQ, RECORD_HEADER_BYTES } from '../queue/layout';
 import { decodeAttributes, seqOfId } from '../queue/message';
 import { DeliveryBatch } from './batch';
 import type { Consumer, EndReason } from './consumer';
@@ -13,8 +14,16 @@ export interface SubscriptionHost {
   readonly nextSeq: number;
   /** Some subscription's ack floor moved: space may be reclaimed. */
   floorAdvanced(): void;
-  /** Sends the stored message at `pos` to the dead-letter queue; false when it could not. */
-  deadLetter(sub: Subscription, pos: number, attempt: number): boolean;
+  /** Sends a stored body to the dead-letter queue; false when it could not. */
+  deadLetter(sub: Subscription, src: Buffer, start: number, len: number, attempt: number): boolean;
+  /** Every retained record below this seq is on disk; the ring holds the rest. */
+  readonly spilledEndSeq: number;
+  /** Ring position of the oldest record in memory. */
+  readonly ringHeadPos: number;
+  /** Reads records from disk at or after `seq` (continuing `hint` when it still applies). */
+  readDisk(seq: number, hint: DiskChunk | null): Promise<DiskChunk | null>;
+  /** A record read back from disk failed its checksum. */
+  corrupt(sub: Subscription, seq: number): void;
   /** Asks for a dispatch turn for `sub`. */
   wake(sub: Subscription): void;
   /** `sub` now has deadlines to watch. */
@@ -24,6 +33,17 @@ export interface SubscriptionHost {
   /** Publish-to-first-delivery latencies, for the histogram. */
   observeFirstDelivery(publishedAt: number, now: number): void;
 }
+
+/** Records read ahead from disk, consumed in order; `extent`/`next` say where the next read starts. */
+export interface DiskChunk {
+  buf: Buffer;
+  pos: number;
+  extent: unknown;
+  next: number;
+}
+
+/** Set by the spill reader on a record whose checksum failed. */
+const KIND_CORRUPT = 3;
 
 const IN_FLIGHT = 1;
 const DELAYED = 2;
@@ -38,6 +58,8 @@ class Entry {
   heapIdx = -1;
   state = 0;
   consumer: Consumer | null = null;
+  /** The body, once the record has left the ring (spilled); null while it is in the ring at `pos`. */
+  copy: Buffer | null = null;
 }
 
 interface Waiter {
@@ -80,8 +102,12 @@ export class Subscription {
   readonly #filter: [string, string][] | undefined;
 
   // First deliveries: the next record to look at, and every seq below cursorSeq was looked at.
+  // On disk, the position is meaningless and records come from read-ahead chunks.
   #cursorPos: number;
   #cursorSeq: number;
+  #onDisk = false;
+  #chunk: DiskChunk | null = null;
+  #reading = false;
   /** Eligible messages at or after the cursor (not yet delivered once). */
   #fresh = 0;
   /** Lowest seq not yet acked or dropped here; records below every floor may be reclaimed. */
@@ -130,13 +156,15 @@ export class Subscription {
   }
 
   /** Starts from the oldest retained record (startAt: earliest). */
-  startAtEarliest(headPos: number, headSeq: number): void {
+  startAtEarliest(headPos: number, headSeq: number, diskFirstSeq: number, diskMessages: number): void {
     const ring = this.#host.ring;
     this.#cursorPos = headPos;
-    this.#cursorSeq = headSeq;
-    this.floorSeq = headSeq;
+    this.#cursorSeq = diskMessages > 0 ? diskFirstSeq : headSeq;
+    this.floorSeq = this.#cursorSeq;
+    this.#onDisk = diskMessages > 0;
     const tail = ring.tail;
-    let n = 0;
+    // Disk records are counted without reading them; a filter's overcount is corrected at the tail.
+    let n = diskMessages;
     for (let pos = headPos; pos !== tail; pos = ring.after(pos, tail)) {
       pos = ring.settle(pos);
       if (pos === tail) break;
@@ -355,6 +383,8 @@ export class Subscription {
     this.#pendingCount = 0;
     for (const c of this.#consumers) c.unacked = 0;
     this.#fresh = 0;
+    this.#onDisk = false;
+    this.#chunk = null;
     this.#cursorPos = this.#host.ring.tail;
     this.#cursorSeq = this.#host.nextSeq;
     this.floorSeq = this.#cursorSeq;
@@ -423,7 +453,8 @@ export class Subscription {
       e.attempt++;
       this.redelivered++;
       this.delivered++;
-      batch.add(data, ring.bodyStart(e.pos), ring.bodyLenOf(e.pos), e.attempt, e.seq);
+      if (e.copy !== null) batch.add(e.copy, 0, e.copy.length, e.attempt, e.seq);
+      else batch.add(data, ring.bodyStart(e.pos), ring.bodyLenOf(e.pos), e.attempt, e.seq);
       if (autoAck) {
         this.#settle(e);
         this.#acked(1);
@@ -434,6 +465,7 @@ export class Subscription {
       this.#readyHead = 0;
     }
     if (batch.count >= max || this.#fresh === 0) return;
+    if (this.#onDisk && !this.#fillFromDisk(batch, max, consumer, autoAck, now, deadline)) return;
 
     const tail = ring.tail;
     let pos = this.#cursorPos;
@@ -463,6 +495,7 @@ export class Subscription {
     }
     // At the tail, or nothing eligible is left (the rest is skipped without being read).
     if (pos === tail || this.#fresh === 0) {
+      this.#fresh = 0;
       pos = tail;
       seq = this.#host.nextSeq;
     }
@@ -470,6 +503,103 @@ export class Subscription {
     this.#cursorSeq = seq;
     this.#needsFloorWalk = true;
     if (autoAcked > 0) this.#acked(autoAcked);
+  }
+
+  /**
+   * First deliveries from read-ahead chunks while the cursor is in the spilled range.
+   * Returns true when the cursor has reached the ring (the caller goes on from there).
+   */
+  #fillFromDisk(batch: DeliveryBatch, max: number, consumer: Consumer | null, autoAck: boolean, now: number, deadline: number): boolean {
+    let autoAcked = 0;
+    while (batch.count < max && this.#fresh > 0) {
+      if (this.#cursorSeq >= this.#host.spilledEndSeq) {
+        this.#onDisk = false;
+        this.#chunk = null;
+        this.#cursorPos = this.#host.ringHeadPos;
+        break;
+      }
+      const c = this.#chunk;
+      if (c === null || c.pos >= c.buf.length) {
+        this.#readAhead();
+        break;
+      }
+      const buf = c.buf;
+      const p = c.pos;
+      c.pos += buf.readInt32LE(p + R_LEN);
+      const seq = buf.readDoubleLE(p + R_SEQ);
+      if (seq < this.#cursorSeq) continue;
+      this.#cursorSeq = seq + 1;
+      if (buf[p + R_KIND] === KIND_CORRUPT) {
+        if (this.#filter === undefined) this.#fresh--;
+        this.dropped++;
+        this.#host.corrupt(this, seq);
+        continue;
+      }
+      const body = p + RECORD_HEADER_BYTES;
+      if (this.#filter !== undefined) {
+        const alen = buf.readInt32LE(p + R_ATTRS_LEN);
+        if (alen <= 2 || !this.matches(decodeAttributes(buf, body + buf.readInt32LE(p + R_ATTRS_OFF), alen))) continue;
+      }
+      const len = buf.readInt32LE(p + R_BODY_LEN);
+      this.#fresh--;
+      this.delivered++;
+      this.#host.observeFirstDelivery(buf.readDoubleLE(p + R_PUBLISHED_AT), now);
+      batch.add(buf, body, len, 1, seq);
+      if (autoAck) autoAcked++;
+      else {
+        const e = this.#entry();
+        e.seq = seq;
+        e.pos = -1;
+        e.copy = Buffer.from(buf.subarray(body, body + len)); // a chunk is dropped once read; in-flight bodies are kept
+        e.attempt = 1;
+        this.#inflight.set(seq, e);
+        this.#toInFlight(e, consumer, deadline);
+      }
+    }
+    this.#needsFloorWalk = true;
+    if (autoAcked > 0) this.#acked(autoAcked);
+    return !this.#onDisk;
+  }
+
+  #readAhead(): void {
+    if (this.#reading || this.#ended) return;
+    this.#reading = true;
+    this.#host.readDisk(this.#cursorSeq, this.#chunk).then(
+      (chunk) => {
+        this.#reading = false;
+        // Nothing at or after the cursor on disk: the rest is in the ring.
+        if (chunk === null) this.#cursorSeq = Math.max(this.#cursorSeq, this.#host.spilledEndSeq);
+        this.#chunk = chunk;
+        this.#host.wake(this);
+      },
+      () => {
+        // A disk error: try again shortly; the records stay where they are.
+        setTimeout(() => {
+          this.#reading = false;
+          this.#host.wake(this);
+        }, 100).unref();
+      },
+    );
+  }
+
+  /**
+   * Records below `cutSeq` are leaving the ring for disk: the cursor follows them there and
+   * delivered bodies are copied out, so nothing refers to ring bytes that will be reused.
+   */
+  spilled(cutSeq: number): void {
+    if (!this.#onDisk && this.#cursorSeq < cutSeq) {
+      this.#onDisk = true;
+      this.#chunk = null;
+    }
+    if (this.#inflight.size === 0) return;
+    const ring = this.#host.ring;
+    for (const e of this.#inflight.values()) {
+      if (e.copy === null && e.seq < cutSeq) {
+        const start = ring.bodyStart(e.pos);
+        e.copy = Buffer.from(ring.data.subarray(start, start + ring.bodyLenOf(e.pos)));
+        e.pos = -1;
+      }
+    }
   }
 
   #toInFlight(e: Entry, consumer: Consumer | null, deadline: number): void {
@@ -505,7 +635,11 @@ export class Subscription {
   }
 
   #deadLetter(e: Entry): void {
-    if (this.#host.deadLetter(this, e.pos, e.attempt)) this.deadLettered++;
+    const ring = this.#host.ring;
+    const ok = e.copy !== null
+      ? this.#host.deadLetter(this, e.copy, 0, e.copy.length, e.attempt)
+      : this.#host.deadLetter(this, ring.data, ring.bodyStart(e.pos), ring.bodyLenOf(e.pos), e.attempt);
+    if (ok) this.deadLettered++;
     else this.dropped++;
     this.#inflight.delete(e.seq);
     if (e.seq === this.floorSeq) this.#needsFloorWalk = true;
@@ -555,6 +689,7 @@ export class Subscription {
 
   #release(e: Entry): void {
     e.consumer = null;
+    e.copy = null;
     e.state = 0;
     e.heapIdx = -1;
     if (this.#pool.length < 4096) this.#pool.push(e);
