@@ -15,7 +15,7 @@ import { parseQueueConfig, type QueueConfig } from './config';
 import { loadDefinitions, saveDefinitions, type Definitions } from './definitions';
 import { LatencyHistogram } from './latency';
 import { INITIAL_CAPACITY } from '../queue/layout';
-import type { Prepared } from './prepare';
+import { preparedFrom, type Prepared } from './prepare';
 import { Queue, type PublishResult, type QueueHost, type QueueStats } from './queue';
 import { Transactions } from './transactions';
 
@@ -335,15 +335,9 @@ export class Broker implements QueueHost {
     const dlq = dlqName === undefined ? undefined : this.#queues.get(dlqName);
     if (dlq === undefined) return false;
     const m = decodeBody(src, start, len, attempt);
-    const prepared: Prepared = {
-      dataJson: m.encoding === 'utf8' ? JSON.stringify(m.data) : '"' + m.data + '"',
-      encoding: m.encoding,
-      bytes: m.encoding === 'utf8' ? Buffer.byteLength(m.data) : Buffer.from(m.data, 'base64').length,
-      attributes: Object.keys(m.attributes).length > 0 ? m.attributes : undefined,
-      attrsJson: JSON.stringify(m.attributes),
-      keyJson: m.key === undefined ? undefined : JSON.stringify(m.key),
-      publisherSeq: undefined,
-    };
+    const bytes = m.encoding === 'utf8' ? Buffer.byteLength(m.data) : Buffer.from(m.data, 'base64').length;
+    const attrs = Object.keys(m.attributes).length > 0 ? m.attributes : undefined;
+    const prepared = preparedFrom(m.data, m.encoding, bytes, attrs, m.key, undefined);
     const now = Date.now();
     // Dead letters bypass flow control: refusing them would lose the message.
     const p = dlq.ledger.get(m.publisherId, now);

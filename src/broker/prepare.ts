@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { SpillwayError, invalid } from '../errors';
-import type { Encoding } from '../queue/message';
+import type { BodyInput, Encoding } from '../queue/message';
 
 /** A message as a publisher sends it (API.md, Publish). */
 export interface PublishMessage {
@@ -12,15 +12,28 @@ export interface PublishMessage {
 }
 
 /** A validated message, with its JSON parts made once. */
-export interface Prepared {
-  dataJson: string;
-  encoding: Encoding;
+export interface Prepared extends BodyInput {
   /** Payload bytes, for limits and accounting. */
   bytes: number;
   attributes: Record<string, string> | undefined;
-  attrsJson: string;
-  keyJson: string | undefined;
-  publisherSeq: number | undefined;
+}
+
+/** UTF-8 bytes of a JSON string literal made from a string of `bytes` UTF-8 bytes. */
+function jsonBytes(json: string, raw: string, bytes: number): number {
+  // No escapes (the common case): the literal is the text and two quotes, no second scan.
+  return json.length === raw.length + 2 ? bytes + 2 : Buffer.byteLength(json);
+}
+
+/** A Prepared from parts already known to be valid (dead letters, propagation). */
+export function preparedFrom(data: string, encoding: Encoding, bytes: number, attributes: Record<string, string> | undefined, key: string | undefined, publisherSeq: number | undefined): Prepared {
+  const dataJson = encoding === 'utf8' ? JSON.stringify(data) : '"' + data + '"';
+  const attrsJson = attributes === undefined ? '{}' : JSON.stringify(attributes);
+  const keyJson = key === undefined ? undefined : JSON.stringify(key);
+  return {
+    dataJson, dataJsonBytes: Buffer.byteLength(dataJson), encoding, bytes, attributes,
+    attrsJson, attrsJsonBytes: Buffer.byteLength(attrsJson),
+    keyJson, keyJsonBytes: keyJson === undefined ? 0 : Buffer.byteLength(keyJson), publisherSeq,
+  };
 }
 
 export const MAX_BATCH = 1000;
@@ -70,13 +83,18 @@ export function prepareMessage(m: unknown, index: number, maxMessageBytes: numbe
     }
     publisherSeq = s;
   }
+  const dataJson = encoding === 'utf8' ? JSON.stringify(data) : '"' + data + '"';
+  const attrsJson = attributes === undefined ? '{}' : JSON.stringify(attributes);
   return {
-    dataJson: encoding === 'utf8' ? JSON.stringify(data) : '"' + data + '"',
+    dataJson,
+    dataJsonBytes: encoding === 'utf8' ? jsonBytes(dataJson, data, bytes) : dataJson.length,
     encoding,
     bytes,
     attributes,
-    attrsJson: attributes === undefined ? '{}' : JSON.stringify(attributes),
+    attrsJson,
+    attrsJsonBytes: attributes === undefined ? 2 : Buffer.byteLength(attrsJson),
     keyJson,
+    keyJsonBytes: keyJson === undefined ? 0 : Buffer.byteLength(keyJson),
     publisherSeq,
   };
 }
@@ -87,13 +105,17 @@ export function prepareRaw(body: Buffer, maxMessageBytes: number): Prepared {
     throw new SpillwayError('MESSAGE_TOO_LARGE', `message is ${body.length} bytes, over the queue's maxMessageBytes of ${maxMessageBytes}`, { index: 0, maxMessageBytes });
   }
   const text = isUtf8(body);
+  const dataJson = text ? JSON.stringify(body.toString('utf8')) : '"' + body.toString('base64') + '"';
   return {
-    dataJson: text ? JSON.stringify(body.toString('utf8')) : '"' + body.toString('base64') + '"',
+    dataJson,
+    dataJsonBytes: text ? Buffer.byteLength(dataJson) : dataJson.length,
     encoding: text ? 'utf8' : 'base64',
     bytes: body.length,
     attributes: undefined,
     attrsJson: '{}',
+    attrsJsonBytes: 2,
     keyJson: undefined,
+    keyJsonBytes: 0,
     publisherSeq: undefined,
   };
 }

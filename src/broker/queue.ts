@@ -110,10 +110,30 @@ export class Queue implements SubscriptionHost {
   addSubscription(name: string, config: SubscriptionConfig, createdAt: number, expiresAt: number | undefined): Subscription {
     const sub = new Subscription(this.name, name, config, this, createdAt, expiresAt);
     if (config.startAt === 'earliest') {
-      const tail = this.ring.tail;
-      const head = this.#headPos === tail ? tail : this.ring.settle(this.#headPos);
+      // Below every floor, messages were acked (or skipped) by all: not retained, even where
+      // their space is not freed yet (an extent goes whole; the ring head waits for a spill write).
+      let from = this.nextSeq;
+      for (const s of this.#subList) if (s.floorSeq < from) from = s.floorSeq;
+      const ring = this.ring;
+      const tail = ring.tail;
+      let head = this.#headPos;
+      while (head !== tail) {
+        head = ring.settle(head);
+        if (head === tail || ring.seqAt(head) >= from) break;
+        head = ring.after(head, tail);
+      }
+      let diskFirstSeq = 0;
+      let diskMessages = 0;
       const sp = this.#spill;
-      sub.startAtEarliest(head, head === tail ? this.nextSeq : this.ring.seqAt(head), sp?.extents[0]?.firstSeq ?? 0, sp?.messages ?? 0);
+      if (sp !== undefined) {
+        for (let i = sp.findIndex(from); i < sp.extents.length; i++) {
+          const e = sp.extents[i]!;
+          if (diskFirstSeq === 0) diskFirstSeq = Math.max(e.firstSeq, from);
+          // Never an undercount (seqs skip only dropped messages); the excess is corrected at the tail.
+          diskMessages += e.firstSeq >= from ? e.count : Math.min(e.count, e.endSeq - from);
+        }
+      }
+      sub.startAtEarliest(head, head === tail ? this.nextSeq : ring.seqAt(head), diskFirstSeq, diskMessages);
     }
     this.#subs.set(name, sub);
     this.#subList = [...this.#subs.values()];
@@ -180,14 +200,14 @@ export class Queue implements SubscriptionHost {
         seq++;
         continue;
       }
-      const body = encodeBody(id, seq, m.dataJson, m.encoding, m.attrsJson, m.keyJson, p.json, ps, iso);
+      const body = encodeBody(id, seq, m, p.json, p.jsonBytes, iso);
       const pos = ring.claim(body.bodyLen);
       if (pos < 0) {
         this.abort();
         this.#maybeSpill(true);
         return false;
       }
-      ring.data.write(body.text, ring.bodyStart(pos), body.bodyLen, 'utf8');
+      ring.writeBody(pos, body.text, body.bodyLen);
       ring.writeHeader(pos, body.bodyLen, seq, now, ps ?? NaN, p.slot, m.bytes, body.attrsOff, body.attrsLen, ps !== undefined ? F_HAS_PUBLISHER_SEQ : 0);
       this.#pendStored++;
       this.#pendStoredBytes += m.bytes;

@@ -43,6 +43,7 @@ export class Publisher {
   readonly slot: number;
   /** The id as a JSON string literal, ready for record bodies. */
   readonly json: string;
+  readonly jsonBytes: number;
   unconsumedBytes = 0;
   unconsumedMessages = 0;
   /** Messages not yet released by every subscription (in memory, on disk or staged). */
@@ -67,6 +68,7 @@ export class Publisher {
     this.id = id;
     this.slot = slot;
     this.json = JSON.stringify(id);
+    this.jsonBytes = Buffer.byteLength(this.json);
     this.lastActive = now;
     this.#drainAt = now;
   }

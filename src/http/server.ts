@@ -5,7 +5,7 @@ import websocket from '@fastify/websocket';
 import type { Broker } from '../broker';
 import { Auth, registerAccess, type AuthConfig } from './auth';
 import { HttpContext } from './context';
-import { registerErrorHandlers } from './errors';
+import { registerErrorHandlers, sendError, toSpillwayError } from './errors';
 import { createRegistry, registerMetricsRoute } from './metrics';
 import { collectRoutes, registerOpenApiRoute } from './openapi';
 import { publishRoutes } from './routes-publish';
@@ -66,6 +66,8 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     // Requests that arrive while closing still run: only publishes answer 503 (SHUTTING_DOWN, in the envelope).
     return503OnClosing: false,
     forceCloseConnections: 'idle',
+    // Malformed URLs and over-long params: the envelope too.
+    frameworkErrors: (err, _req, reply) => { sendError(reply, toSpillwayError(err)); },
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   });
   if (opts.maxConnections !== undefined) app.server.maxConnections = opts.maxConnections;
@@ -100,7 +102,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     hub.closeAll();
     done();
   });
-  if (opts.closeBroker === true) app.addHook('onClose', (_app, done) => { broker.close(); done(); });
+  if (opts.closeBroker === true) app.addHook('onClose', async () => { await broker.close(); });
 
   app.get('/healthz', {
     config: { perm: 'public' },

@@ -47,26 +47,42 @@ export interface BodyParts {
 
 const scratch: BodyParts = { text: '', bodyLen: 0, attrsOff: 0, attrsLen: 0 };
 
+/** The parts of a message body made once at publish, with their UTF-8 byte lengths. */
+export interface BodyInput {
+  /** The data as a JSON string literal. */
+  dataJson: string;
+  dataJsonBytes: number;
+  encoding: Encoding;
+  attrsJson: string;
+  attrsJsonBytes: number;
+  keyJson: string | undefined;
+  keyJsonBytes: number;
+  publisherSeq: number | undefined;
+}
+
 /**
- * Encodes a body. `dataJson` is the data as a JSON string literal; `attrsJson` and
- * `publisherJson` are JSON already. Returns a shared scratch object: read it before the next call.
+ * Encodes a body. Every part but the data, attributes, key and publisher is ASCII, so the
+ * byte length is summed from lengths known in advance: nothing is scanned twice.
+ * Returns a shared scratch object: read it before the next call.
  */
-export function encodeBody(
-  id: string, seq: number, dataJson: string, encoding: Encoding, attrsJson: string,
-  keyJson: string | undefined, publisherJson: string, publisherSeq: number | undefined, publishedAtIso: string,
-): BodyParts {
-  const head = '{"id":"' + id + '","seq":' + seq + ',"data":' + dataJson + ',"encoding":"' + encoding + '","attributes":';
-  let rest = attrsJson;
-  if (keyJson !== undefined) rest += ',"key":' + keyJson;
-  rest += ',"publisherId":' + publisherJson;
-  if (publisherSeq !== undefined) rest += ',"publisherSeq":' + publisherSeq;
-  rest += ',"publishedAt":"' + publishedAtIso + '"';
-  // Each part is measured once: the data is the only long part and is scanned once here.
-  const headBytes = Buffer.byteLength(head);
-  scratch.attrsOff = headBytes;
-  scratch.attrsLen = attrsJson.length === 2 ? 2 : Buffer.byteLength(attrsJson);
-  scratch.bodyLen = headBytes + Buffer.byteLength(rest);
-  scratch.text = head + rest;
+export function encodeBody(id: string, seq: number, m: BodyInput, publisherJson: string, publisherJsonBytes: number, publishedAtIso: string): BodyParts {
+  const head = '{"id":"' + id + '","seq":' + seq + ',"data":';
+  const mid = ',"encoding":"' + m.encoding + '","attributes":';
+  let tail = ',"publisherId":';
+  const ps = m.publisherSeq;
+  let tail2 = ps !== undefined ? ',"publisherSeq":' + ps + ',"publishedAt":"' + publishedAtIso + '"' : ',"publishedAt":"' + publishedAtIso + '"';
+  let text = head + m.dataJson + mid + m.attrsJson;
+  let bytes = head.length + m.dataJsonBytes + mid.length + m.attrsJsonBytes;
+  scratch.attrsOff = head.length + m.dataJsonBytes + mid.length;
+  scratch.attrsLen = m.attrsJsonBytes;
+  if (m.keyJson !== undefined) {
+    text += ',"key":' + m.keyJson;
+    bytes += 7 + m.keyJsonBytes;
+  }
+  text += tail + publisherJson + tail2;
+  bytes += tail.length + publisherJsonBytes + tail2.length;
+  scratch.text = text;
+  scratch.bodyLen = bytes;
   return scratch;
 }
 

@@ -190,6 +190,12 @@ export class Ring {
   /** Offset in `data` where the body of the record at `pos` starts. */
   bodyStart(pos: number): number { return pos + RECORD_HEADER_BYTES; }
 
+  /** Encodes `text` (`len` UTF-8 bytes) as the body of the claimed record at `pos`. */
+  writeBody(pos: number, text: string, len: number): void {
+    // Buffer#utf8Write skips the argument juggling of the public write(): this is per message.
+    (this.data as Utf8Writable).utf8Write(text, pos + RECORD_HEADER_BYTES, len);
+  }
+
   /** Grows (doubling, up to the maximum) so that `minCap` bytes fit; false when it may not. */
   #grow(minCap: number): boolean {
     if (minCap > this.maxCapacity) return false;
@@ -210,6 +216,8 @@ export class Ring {
     this.#dv = new DataView(this.sab, HEADER_BYTES, cap);
   }
 }
+
+type Utf8Writable = Buffer & { utf8Write(text: string, offset: number, length: number): number };
 
 function clampCapacity(n: number): number {
   return align(Math.max(MIN_CAPACITY, Math.min(n, MAX_CAPACITY)));
