@@ -207,7 +207,7 @@ export class Broker implements QueueHost {
       case 'SPILLING':
         // Memory is full and a spill is under way: room comes within milliseconds.
         return new SpillwayError('PUBLISHER_RESTRICTED', `queue ${q.name} is moving messages to disk; retry shortly`, {
-          reason: 'overspilled', retryAfterMs: 20, queue: q.name, ...(publisherId === undefined ? {} : { publisherId }),
+          reason: 'overspilled', retryAfterMs: 5, queue: q.name, ...(publisherId === undefined ? {} : { publisherId }),
         });
       case 'INSUFFICIENT_STORAGE':
         return new SpillwayError('INSUFFICIENT_STORAGE', `queue ${q.name} is full in memory and its spill cannot take more (disk budget spent or disk failing)`, { queue: q.name });

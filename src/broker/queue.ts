@@ -1,6 +1,6 @@
 import { Ledger, type Publisher } from '../flowcontrol/ledger';
 import { Ring } from '../queue/ring';
-import { INITIAL_CAPACITY } from '../queue/layout';
+import { INITIAL_CAPACITY, R_LEN, R_SEQ } from '../queue/layout';
 import { F_HAS_PUBLISHER_SEQ, encodeBody, messageId } from '../queue/message';
 import { Subscription, type DiskChunk, type SubscriptionHost } from '../subscribers/subscription';
 import { Extent, type PublisherSummary, type QueueSpill } from '../spill/store';
@@ -239,7 +239,8 @@ export class Queue implements SubscriptionHost {
     if (p.retainedMessages === 0) p.safeSeq = p.lastSeq;
     const subs = this.#subList;
     const pend = this.#pendSub;
-    for (let j = 0; j < subs.length; j++) if (pend[j]! > 0) subs[j]!.appended(pend[j]!);
+    // Every subscription, even with nothing eligible here: see Subscription.appended.
+    for (let j = 0; j < subs.length; j++) subs[j]!.appended(pend[j]!);
     if (this.#spill !== undefined && this.ring.usedBytes * 2 > this.ring.maxCapacity) this.#maybeSpill(false);
   }
 
@@ -318,7 +319,9 @@ export class Queue implements SubscriptionHost {
     if (e === undefined) return null;
     try {
       const buf = await sp.read(e, off);
-      return { buf, pos: 0, extent: e, next: off + buf.length };
+      let last = 0;
+      for (let p = 0; p < buf.length; p += buf.readInt32LE(p + R_LEN)) last = p;
+      return { buf, pos: 0, lastSeq: buf.readDoubleLE(last + R_SEQ), extent: e, next: off + buf.length };
     } catch (err) {
       this.#host.spillError(this, (err as Error).message);
       throw err;

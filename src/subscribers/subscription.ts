@@ -38,6 +38,8 @@ export interface SubscriptionHost {
 export interface DiskChunk {
   buf: Buffer;
   pos: number;
+  /** Seq of the last record in `buf`. */
+  lastSeq: number;
   extent: unknown;
   next: number;
 }
@@ -107,7 +109,11 @@ export class Subscription {
   #cursorSeq: number;
   #onDisk = false;
   #chunk: DiskChunk | null = null;
+  /** The chunk after #chunk, read while #chunk is being delivered (double buffering). */
+  #nextChunk: DiskChunk | null = null;
   #reading = false;
+  /** Bumped whenever read-ahead state is dropped, so a late read is ignored. */
+  #diskGen = 0;
   /** Eligible messages at or after the cursor (not yet delivered once). */
   #fresh = 0;
   /** Lowest seq not yet acked or dropped here; records below every floor may be reclaimed. */
@@ -171,6 +177,12 @@ export class Subscription {
       if (this.#eligibleAt(ring, pos)) n++;
     }
     this.#fresh = n;
+    if (n === 0) {
+      // Nothing retained is eligible here: start at the tail, holding nothing back.
+      this.#onDisk = false;
+      this.#cursorPos = tail;
+      this.#cursorSeq = this.floorSeq = this.#host.nextSeq;
+    }
   }
 
   get ended(): EndReason | undefined { return this.#ended; }
@@ -186,10 +198,28 @@ export class Subscription {
     return true;
   }
 
-  /** `n` eligible messages were appended. */
+  /**
+   * A batch was committed with `n` messages eligible here (none, too: the queue calls every
+   * subscription). A cursor left at the old tail may now sit on a padding record the writer put
+   * there before wrapping: settle it while the padding is still there, since once the head passes
+   * it the writer may put a record at that very position. With nothing eligible left, the cursor
+   * and the floor skip to the tail, so messages this subscription will never get do not hold memory.
+   */
   appended(n: number): void {
     this.#fresh += n;
-    this.#host.wake(this);
+    const ring = this.#host.ring;
+    const tail = ring.tail;
+    if (this.#fresh === 0) {
+      this.#onDisk = false;
+      this.#dropChunks();
+      this.#cursorPos = tail;
+      this.#cursorSeq = this.#host.nextSeq;
+      this.#needsFloorWalk = true;
+      this.#afterTake();
+      return;
+    }
+    if (!this.#onDisk && this.#cursorPos !== tail) this.#cursorPos = ring.settle(this.#cursorPos);
+    if (n > 0) this.#host.wake(this);
   }
 
   addConsumer(c: Consumer): void {
@@ -239,19 +269,23 @@ export class Subscription {
     if (this.#ended) return;
     const now = Date.now();
     while (this.#waiters.length > 0 && this.#hasWork()) {
-      const w = this.#waiters.shift()!;
-      clearTimeout(w.timer);
+      const w = this.#waiters[0]!;
       const batch = new DeliveryBatch();
       this.#fill(batch, w.max, null, w.autoAck, now);
+      // Nothing ready yet (a disk read under way): the pull keeps waiting for its waitMs.
+      if (batch.count === 0) break;
+      this.#waiters.shift();
+      clearTimeout(w.timer);
       w.resolve(w.render(batch));
     }
     const consumers = this.#consumers;
-    const n = consumers.length;
-    let progressed = n > 0;
+    let progressed = consumers.length > 0;
     while (progressed && this.#hasWork()) {
       progressed = false;
-      for (let k = 0; k < n; k++) {
-        const c = consumers[(this.#rr + k) % n]!;
+      // A consumer may detach, or end the subscription, while it takes a batch: re-read the list.
+      const n = consumers.length;
+      for (let k = 0; k < n && consumers.length > 0; k++) {
+        const c = consumers[(this.#rr + k) % consumers.length]!;
         const room = c.prefetch - c.unacked;
         if (room <= 0 || !c.ready()) continue;
         const batch = this.#batch;
@@ -262,7 +296,7 @@ export class Subscription {
         batch.reset();
         progressed = true;
       }
-      this.#rr = (this.#rr + 1) % n;
+      this.#rr = consumers.length > 0 ? (this.#rr + 1) % consumers.length : 0;
     }
     this.#afterTake();
   }
@@ -384,7 +418,7 @@ export class Subscription {
     for (const c of this.#consumers) c.unacked = 0;
     this.#fresh = 0;
     this.#onDisk = false;
-    this.#chunk = null;
+    this.#dropChunks();
     this.#cursorPos = this.#host.ring.tail;
     this.#cursorSeq = this.#host.nextSeq;
     this.floorSeq = this.#cursorSeq;
@@ -514,15 +548,22 @@ export class Subscription {
     while (batch.count < max && this.#fresh > 0) {
       if (this.#cursorSeq >= this.#host.spilledEndSeq) {
         this.#onDisk = false;
-        this.#chunk = null;
+        this.#dropChunks();
         this.#cursorPos = this.#host.ringHeadPos;
         break;
       }
-      const c = this.#chunk;
+      let c = this.#chunk;
       if (c === null || c.pos >= c.buf.length) {
-        this.#readAhead();
-        break;
+        if (this.#nextChunk === null) {
+          // The spent chunk stays as the hint: the read goes on where it ended.
+          this.#readAhead();
+          break;
+        }
+        c = this.#chunk = this.#nextChunk;
+        this.#nextChunk = null;
       }
+      // Keep one read in flight ahead of delivery, so the disk works while the ring of chunks is delivered.
+      if (!this.#reading && this.#nextChunk === null) this.#readAhead();
       const buf = c.buf;
       const p = c.pos;
       c.pos += buf.readInt32LE(p + R_LEN);
@@ -561,12 +602,22 @@ export class Subscription {
     return !this.#onDisk;
   }
 
+  /** Reads the chunk after the current one (or at the cursor when there is none). */
   #readAhead(): void {
     if (this.#reading || this.#ended) return;
     this.#reading = true;
-    this.#host.readDisk(this.#cursorSeq, this.#chunk).then(
+    const cur = this.#chunk !== null && this.#chunk.pos < this.#chunk.buf.length ? this.#chunk : null;
+    const from = cur !== null ? cur.lastSeq + 1 : this.#cursorSeq;
+    const gen = this.#diskGen;
+    this.#host.readDisk(from, this.#chunk).then(
       (chunk) => {
         this.#reading = false;
+        if (gen !== this.#diskGen) return; // the cursor moved (purge, or back to disk from the ring)
+        if (cur !== null) {
+          this.#nextChunk = chunk;
+          this.#host.wake(this);
+          return;
+        }
         // Nothing at or after the cursor on disk: the rest is in the ring.
         if (chunk === null) this.#cursorSeq = Math.max(this.#cursorSeq, this.#host.spilledEndSeq);
         this.#chunk = chunk;
@@ -589,7 +640,7 @@ export class Subscription {
   spilled(cutSeq: number): void {
     if (!this.#onDisk && this.#cursorSeq < cutSeq) {
       this.#onDisk = true;
-      this.#chunk = null;
+      this.#dropChunks();
     }
     if (this.#inflight.size === 0) return;
     const ring = this.#host.ring;
@@ -600,6 +651,12 @@ export class Subscription {
         e.pos = -1;
       }
     }
+  }
+
+  #dropChunks(): void {
+    this.#chunk = null;
+    this.#nextChunk = null;
+    this.#diskGen++;
   }
 
   #toInFlight(e: Entry, consumer: Consumer | null, deadline: number): void {
