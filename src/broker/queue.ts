@@ -71,6 +71,9 @@ export class Queue implements SubscriptionHost {
   #consumedPos = 0;
   readonly #spill: QueueSpill | undefined;
   #closed = false;
+  /** publishedAt text of the last millisecond that published (one Date per millisecond, not per publish). */
+  #iso = '';
+  #isoAt = -1;
   /** Every retained record below this seq is on disk. */
   spilledEndSeq = 0;
   /** Messages in the ring. */
@@ -169,7 +172,11 @@ export class Queue implements SubscriptionHost {
     this.#pendPubSeqs.length = this.#pendPubSeqAt.length = 0;
     let lastPub = p.lastSeq;
     let seq = this.nextSeq;
-    const iso = new Date(now).toISOString();
+    if (now !== this.#isoAt) {
+      this.#iso = new Date(now).toISOString();
+      this.#isoAt = now;
+    }
+    const iso = this.#iso;
     const runTag = this.#host.runTag;
 
     for (let i = 0; i < msgs.length; i++) {
