@@ -184,21 +184,29 @@ export class Broker implements QueueHost {
     if (this.#closed) throw new SpillwayError('SHUTTING_DOWN', 'the server is shutting down');
     const q = this.queue(queueName);
     const now = Date.now();
-    const p = q.ledger.get(publisherId ?? ANONYMOUS_PUBLISHER, now);
+    const id = publisherId ?? ANONYMOUS_PUBLISHER;
+    const isNew = q.ledger.find(id) === undefined;
+    const p = q.ledger.get(id, now);
     const refusal = q.ledger.refusal(p, now);
     if (refusal !== undefined) {
       throw new SpillwayError('PUBLISHER_RESTRICTED', `publisher ${p.id} is restricted on queue ${q.name} (${refusal.reason}); retry after ${refusal.retryAfterMs} ms`, {
         reason: refusal.reason, retryAfterMs: refusal.retryAfterMs,
       });
     }
-    if (txId !== undefined) {
-      const res = this.#tx.stage(txId, q, p, msgs);
-      return { ...res, publisher: q.ledger.state(p), staged: true };
+    try {
+      if (txId !== undefined) {
+        const res = this.#tx.stage(txId, q, p, msgs);
+        return { ...res, publisher: q.ledger.state(p), staged: true };
+      }
+      const res: PublishResult = { ids: [], seqs: [], duplicates: 0 };
+      if (!q.write(p, msgs, now, res, false)) throw this.#full(q, p.id);
+      q.commit();
+      return { ...res, publisher: q.ledger.state(p) };
+    } catch (err) {
+      // A refused publish stores nothing: not even a publisher first seen in it.
+      if (isNew) q.ledger.forgetNew(p);
+      throw err;
     }
-    const res: PublishResult = { ids: [], seqs: [], duplicates: 0 };
-    if (!q.write(p, msgs, now, res, false)) throw this.#full(q, p.id);
-    q.commit();
-    return { ...res, publisher: q.ledger.state(p) };
   }
 
   /** The error for a publish that found no room. */

@@ -228,6 +228,14 @@ export class Ledger {
     return n;
   }
 
+  /** Forgets a publisher first seen in a publish that was refused, so the refusal leaves no trace. */
+  forgetNew(p: Publisher): void {
+    if (this.#byId.get(p.id) !== p || p.lastSeq >= 0 || p.retainedMessages !== 0 || p.unconsumedMessages !== 0 || p.spilledBytes !== 0) return;
+    this.#byId.delete(p.id);
+    this.#bySlot[p.slot] = undefined;
+    this.#freeSlots.push(p.slot);
+  }
+
   #restrict(p: Publisher, reason: RestrictReason): void {
     p.restricted = true;
     p.reason = reason;

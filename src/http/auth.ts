@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SpillwayError } from '../errors';
 
@@ -162,10 +163,13 @@ export function registerAccess(app: FastifyInstance, opts: AccessOptions): void 
   app.decorateRequest('principal', null);
   const origins = opts.allowedOrigins?.map(normaliseOrigin);
   const auth = opts.auth;
-  app.addHook('onRequest', (req, _reply, done) => {
+  app.addHook('onRequest', (req, reply, done) => {
     const perm: Permission = req.routeOptions.config.perm ?? 'any';
     // The header, not `req.ws`: this hook may run before @fastify/websocket's own.
     const upgrade = req.headers.upgrade?.toLowerCase() === 'websocket';
+    // An upgrade answered with an HTTP response (refused, not found) must end its socket
+    // itself: nothing else will (as ws does in abortHandshake).
+    if (upgrade) reply.raw.once('finish', () => endSocket(req.raw.socket));
     if (upgrade && origins !== undefined) {
       const origin = req.headers.origin;
       if (origin !== undefined && !origins.includes(normaliseOrigin(origin))) {
@@ -192,6 +196,12 @@ export function registerAccess(app: FastifyInstance, opts: AccessOptions): void 
       done(err as Error);
     }
   });
+}
+
+function endSocket(socket: Socket | undefined): void {
+  if (socket === undefined || socket === null || socket.destroyed) return;
+  socket.once('finish', () => socket.destroy());
+  socket.end();
 }
 
 /** With auth on, the publisher id is the token's name; a different one asked for is 403. */

@@ -73,6 +73,10 @@ export function createRegistry(broker: Broker, opts: MetricsOptions = {}): Regis
   add('spillway_queue_spilled_bytes', 'Bytes of a queue\'s messages on disk', 'gauge', perQueue((q) => q.stats().spilledBytes));
   add('spillway_subscription_backlog', 'Messages waiting to be delivered, per subscription', 'gauge', perSub((s) => s.backlog));
   add('spillway_subscription_in_flight', 'Messages delivered and not yet acked, per subscription', 'gauge', perSub((s) => s.inFlight));
+  add('spillway_spill_disk_bytes', 'Bytes of spill files on disk, all queues', 'gauge', () => [{ value: broker.spillStats.usedBytes }]);
+  add('spillway_spill_disk_limit_bytes', 'Disk budget for spill files (--max-disk)', 'gauge', () => [{ value: broker.spillStats.maxBytes }]);
+  add('spillway_spill_errors_total', 'Failed spill writes and reads', 'counter', () => [{ value: broker.spillStats.errors }]);
+  add('spillway_spill_corrupt_records_total', 'Spilled records whose checksum failed (never delivered)', 'counter', () => [{ value: broker.spillStats.corruptRecords }]);
   if (opts.webSocketConnections !== undefined) {
     const n = opts.webSocketConnections;
     add('spillway_websocket_connections', 'Open WebSocket connections', 'gauge', () => [{ value: n() }]);

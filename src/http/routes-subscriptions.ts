@@ -28,9 +28,10 @@ export function registerSubscriptionRoutes(app: FastifyInstance, ctx: HttpContex
     const max = intField(b, 'max', 1, MAX_PULL, 1);
     const waitMs = intField(b, 'waitMs', 0, MAX_WAIT_MS, 0);
     const autoAck = boolField(b, 'autoAck', false);
-    const pending = broker.pull(queue, sub, max, waitMs, autoAck, renderPull);
     // A long poll answers empty when the server starts to close, so shutdown does not wait for it.
-    const out = waitMs > 0 && !ctx.closing ? await Promise.race([pending, ctx.closed.then(() => EMPTY_PULL)]) : await pending;
+    const wait = ctx.closing ? 0 : waitMs;
+    const pending = broker.pull(queue, sub, max, wait, autoAck, renderPull);
+    const out = wait > 0 ? await Promise.race([pending, ctx.closed.then(() => EMPTY_PULL)]) : await pending;
     return reply.code(200).type('application/json; charset=utf-8').send(out);
   }
 

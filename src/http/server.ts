@@ -13,7 +13,7 @@ import { registerQueueRoutes } from './routes-queues';
 import { registerSubscriptionRoutes } from './routes-subscriptions';
 import { registerTransactionRoutes } from './routes-transactions';
 import * as S from './schemas';
-import { WsHub, registerWebSocketRoute, type WebSocketOptions } from './ws';
+import { WsHub, onSocketError, registerWebSocketRoute, type WebSocketOptions } from './ws';
 
 export const DEFAULT_BODY_LIMIT = 16 * 1024 * 1024;
 
@@ -117,6 +117,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   void app.register(publishRoutes, { ctx });
   void app.register(websocket, {
     options: { maxPayload: bodyLimit, perMessageDeflate: false },
+    errorHandler: onSocketError,
     // Sockets are closed with 1001 by the preClose hook above; only the ws server is left to close.
     preClose(this: FastifyInstance, done: () => void) {
       this.websocketServer.close();

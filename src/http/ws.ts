@@ -331,7 +331,11 @@ export class WsConnection {
   }
 
   #unblock(): void {
-    if (!this.#blocked || this.#ws.bufferedAmount >= this.#hub.highWaterMark) return;
+    if (!this.#blocked) return;
+    if (this.#ws.bufferedAmount >= this.#hub.highWaterMark) {
+      if (this.#socket?.writableNeedDrain !== true) this.#scheduleRecheck();
+      return;
+    }
     this.#blocked = false;
     for (const c of this.#consumers.values()) this.#hub.broker.wake(c.sub);
   }
@@ -369,6 +373,15 @@ function idList(f: Record<string, unknown>): unknown[] {
 
 function refPart(ref: unknown): string {
   return ref === undefined ? '' : ',"ref":' + JSON.stringify(ref);
+}
+
+/**
+ * Errors on an open socket (a protocol error from the peer, a reset): ws has already begun
+ * the close with the right code (1007, 1009, ...), so let it finish, then make sure it is gone.
+ */
+export function onSocketError(this: FastifyInstance, err: Error, socket: WebSocket): void {
+  this.log.debug({ err }, 'websocket error');
+  setTimeout(() => socket.terminate(), CLOSE_GRACE_MS).unref();
 }
 
 /** `GET /v1/ws`: the upgrade (auth and Origin were checked by the onRequest hook before it). */
