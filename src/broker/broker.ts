@@ -217,6 +217,8 @@ export class Broker implements QueueHost {
         return new SpillwayError('PUBLISHER_RESTRICTED', `queue ${q.name} is moving messages to disk; retry shortly`, {
           reason: 'overspilled', retryAfterMs: 5, queue: q.name, ...(publisherId === undefined ? {} : { publisherId }),
         });
+      case 'MESSAGE_TOO_LARGE':
+        return new SpillwayError('MESSAGE_TOO_LARGE', `a message does not fit in queue ${q.name}'s memory (${q.config.memoryBytes} bytes); raise memoryBytes or send smaller messages`, { queue: q.name });
       case 'INSUFFICIENT_STORAGE':
         return new SpillwayError('INSUFFICIENT_STORAGE', `queue ${q.name} is full in memory and its spill cannot take more (disk budget spent or disk failing)`, { queue: q.name });
       default:
@@ -290,7 +292,10 @@ export class Broker implements QueueHost {
     clearInterval(this.#ticker);
     clearInterval(this.#sweeper);
     this.#tx.close();
-    for (const q of this.#queues.values()) for (const sub of q.subscriptions) this.#forget(sub);
+    for (const q of this.#queues.values()) {
+      for (const sub of q.subscriptions) this.#forget(sub);
+      q.closeSpill();
+    }
     const tmp = this.#spillTmp;
     return (this.#spill?.close() ?? Promise.resolve()).then(() => {
       if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true });

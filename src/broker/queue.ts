@@ -71,6 +71,8 @@ export class Queue implements SubscriptionHost {
   #consumedPos = 0;
   readonly #spill: QueueSpill | undefined;
   #closed = false;
+  /** The last write failed because one record could never fit in this queue's memory. */
+  #tooLarge = false;
   /** publishedAt text of the last millisecond that published (one Date per millisecond, not per publish). */
   #iso = '';
   #isoAt = -1;
@@ -166,6 +168,7 @@ export class Queue implements SubscriptionHost {
     pend.length = subs.length;
     pend.fill(0);
     this.#pend = p;
+    this.#tooLarge = false;
     this.#pendFirstSeq = this.nextSeq;
     this.#pendStored = this.#pendStoredBytes = this.#pendDropped = this.#pendDroppedBytes = 0;
     this.#pendAccounted = accounted;
@@ -208,6 +211,11 @@ export class Queue implements SubscriptionHost {
         continue;
       }
       const body = encodeBody(id, seq, m, p.json, p.jsonBytes, iso);
+      if (body.bodyLen > ring.maxBodyBytes) {
+        this.abort();
+        this.#tooLarge = true;
+        return false;
+      }
       const pos = ring.claim(body.bodyLen);
       if (pos < 0) {
         this.abort();
@@ -255,7 +263,8 @@ export class Queue implements SubscriptionHost {
    * Why a write found no room: memory full with spill off, the disk budget spent or the disk
    * failing, or a spill under way that will make room shortly.
    */
-  fullReason(): 'QUEUE_FULL' | 'INSUFFICIENT_STORAGE' | 'SPILLING' {
+  fullReason(): 'QUEUE_FULL' | 'INSUFFICIENT_STORAGE' | 'SPILLING' | 'MESSAGE_TOO_LARGE' {
+    if (this.#tooLarge) return 'MESSAGE_TOO_LARGE';
     const sp = this.#spill;
     if (sp === undefined) return 'QUEUE_FULL';
     if (sp.busy) return 'SPILLING';
@@ -290,6 +299,12 @@ export class Queue implements SubscriptionHost {
       subscriptions: this.#subList.map((s) => s.name),
       publishers: this.ledger.ids(),
     };
+  }
+
+  /** Stops spilling and removes this queue's spill files (server shutdown: messages do not survive it). */
+  closeSpill(): void {
+    this.#closed = true;
+    this.#spill?.detach();
   }
 
   /** Ends every subscription (the queue is deleted). */

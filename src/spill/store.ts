@@ -1,5 +1,5 @@
 import { constants, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
@@ -77,7 +77,10 @@ class SpillWorker {
   async close(): Promise<void> {
     const w = this.#worker;
     this.#worker = undefined;
+    this.#attached.clear();
     if (w !== undefined) await w.terminate();
+    for (const [id, done] of this.#pending) done({ id, ok: false, bytes: 0, error: 'spill closed', code: 'ECLOSED' });
+    this.#pending.clear();
   }
 
   #ensure(): Worker {
@@ -284,7 +287,10 @@ export class QueueSpill {
     const h = this.#handles.get(seg.path);
     this.#handles.delete(seg.path);
     if (h !== undefined) void h.then((fh) => fh.close()).catch(() => {});
-    void this.#store.worker.request({ type: 'unlink', path: seg.path });
+    // If the worker died before it could unlink, the file is removed from here.
+    void this.#store.worker.request({ type: 'unlink', path: seg.path }).then((r) => {
+      if (!r.ok) void unlink(seg.path).catch(() => {});
+    });
   }
 
   detach(): void {

@@ -1,5 +1,5 @@
 import { prepareBatch } from '../../src/broker';
-import { AckingConsumer, OrderCheck, cleanup, makeBroker, payload, publishRange, pullAll, segFiles, sleep } from './helpers';
+import { AckingConsumer, OrderCheck, cleanup, makeBroker, payload, publishRange, pullAll, segFiles } from './helpers';
 
 afterEach(cleanup);
 
@@ -161,7 +161,8 @@ describe('spill', () => {
   test('spill - messages in flight when their records go to disk are redelivered intact after a nack or a passed deadline', async () => {
     const { b } = makeBroker();
     b.createQueue('q', { memoryBytes: MEMORY });
-    b.createSubscription('q', 'slow', { ackDeadlineMs: 400 });
+    // A long deadline, passed on purpose below: a loaded machine must not pass it early.
+    b.createSubscription('q', 'slow', { ackDeadlineMs: 60_000 });
     await publishRange(b, 'q', 0, 100, SIZE);
     const nacked = await b.pullMessages('q', 'slow', { max: 50 });
     const expiring = await b.pullMessages('q', 'slow', { max: 50 });
@@ -185,7 +186,7 @@ describe('spill', () => {
     const again = await b.pullMessages('q', 'slow', { max: 50 });
     intact(again, 1);
     b.ack('q', 'slow', again.map((m) => m.id));
-    await sleep(450); // the ack deadline is the point here
+    b.subscription('q', 'slow').expire(Date.now() + 120_000); // the deadline passes
     const late = await b.pullMessages('q', 'slow', { max: 50 });
     intact(late, 51);
     b.ack('q', 'slow', late.map((m) => m.id));
