@@ -251,8 +251,8 @@ export class Broker implements QueueHost {
   // --- consuming -----------------------------------------------------------------
 
   /** Pull: `render` turns the batch into the caller's form in the delivering turn. */
-  pull<T>(queueName: string, subName: string, max: number, waitMs: number, autoAck: boolean, render: (b: DeliveryBatch) => T): Promise<T> {
-    return this.subscription(queueName, subName).pull(max, waitMs, autoAck, render);
+  pull<T>(queueName: string, subName: string, max: number, waitMs: number, autoAck: boolean, render: (b: DeliveryBatch) => T, signal?: AbortSignal): Promise<T> {
+    return this.subscription(queueName, subName).pull(max, waitMs, autoAck, render, signal);
   }
 
   /** Pull as Message objects. */
@@ -293,7 +293,10 @@ export class Broker implements QueueHost {
     clearInterval(this.#sweeper);
     this.#tx.close();
     for (const q of this.#queues.values()) {
-      for (const sub of q.subscriptions) this.#forget(sub);
+      for (const sub of q.subscriptions) {
+        this.#forget(sub);
+        sub.releaseWaiters();
+      }
       q.closeSpill();
     }
     const tmp = this.#spillTmp;
@@ -310,11 +313,13 @@ export class Broker implements QueueHost {
     this.#dirty.add(sub);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
-      setImmediate(this.#flush);
+      // Right after the current read (all frames of one TCP chunk), before the loop polls
+      // again: what one read published goes out together, with no wait for the next turn.
+      process.nextTick(this.#flush);
     }
   }
 
-  /** One dispatch per woken subscription per turn of the loop: what is ready goes out together. */
+  /** One dispatch per woken subscription per read: what is ready goes out together. */
   readonly #flush = (): void => {
     this.#flushScheduled = false;
     for (const sub of this.#dirty) {

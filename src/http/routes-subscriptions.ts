@@ -9,7 +9,6 @@ interface SubParams { queue: string; sub: string }
 
 const PULL_PREFIX = Buffer.from('{"messages":[');
 const PULL_SUFFIX = Buffer.from(']}');
-const EMPTY_PULL = Buffer.from('{"messages":[]}');
 const MAX_PULL = 1000;
 const MAX_WAIT_MS = 30_000;
 const MAX_DELAY_MS = 24 * 3600_000;
@@ -30,8 +29,18 @@ export function registerSubscriptionRoutes(app: FastifyInstance, ctx: HttpContex
     const autoAck = boolField(b, 'autoAck', false);
     // A long poll answers empty when the server starts to close, so shutdown does not wait for it.
     const wait = ctx.closing ? 0 : waitMs;
-    const pending = broker.pull(queue, sub, max, wait, autoAck, renderPull);
-    const out = wait > 0 ? await Promise.race([pending, ctx.closed.then(() => EMPTY_PULL)]) : await pending;
+    let out: Buffer;
+    if (wait > 0) {
+      // A long poll ends empty, taking nothing, when its client goes away or the server closes.
+      const stop = new AbortController();
+      const gone = (): void => { if (!reply.raw.writableFinished) stop.abort(); };
+      reply.raw.once('close', gone);
+      void ctx.closed.then(() => stop.abort());
+      out = await broker.pull(queue, sub, max, wait, autoAck, renderPull, stop.signal);
+      reply.raw.off('close', gone);
+    } else {
+      out = await broker.pull(queue, sub, max, wait, autoAck, renderPull);
+    }
     return reply.code(200).type('application/json; charset=utf-8').send(out);
   }
 

@@ -121,6 +121,7 @@ export class WsConnection {
   #alive = true;
   /** Some consumer was refused for a full send buffer: wake them all when it drains. */
   #blocked = false;
+  #corked = false;
   #recheck: NodeJS.Timeout | undefined;
   #slowTimer: NodeJS.Timeout | undefined;
   #killTimer: NodeJS.Timeout | undefined;
@@ -155,12 +156,25 @@ export class WsConnection {
   sendFrame(frame: Buffer | string): void {
     const ws = this.#ws;
     if (ws.readyState !== OPEN) return;
+    // Every frame sent while one read is handled (replies to a burst of publishes, a
+    // delivery batch) leaves in one write: cork now, uncork once this turn's work is done.
+    const socket = this.#socket;
+    if (!this.#corked && socket !== undefined) {
+      this.#corked = true;
+      socket.cork();
+      process.nextTick(this.#uncork);
+    }
     ws.send(frame, TEXT);
     if (this.#slowTimer === undefined && ws.bufferedAmount > this.#hub.hardLimit) {
       this.#slowTimer = setTimeout(this.#checkSlow, this.#hub.slowGraceMs);
       this.#slowTimer.unref();
     }
   }
+
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.#socket?.uncork();
+  };
 
   consumerEnded(c: WsConsumer, reason: EndReason): void {
     if (this.#consumers.get(c.key) === c) this.#consumers.delete(c.key);

@@ -246,7 +246,7 @@ export class Subscription {
   }
 
   /** Pull: up to `max` messages, waiting up to `waitMs` for the first. `render` runs in the delivering turn. */
-  pull<T>(max: number, waitMs: number, autoAck: boolean, render: (batch: DeliveryBatch) => T): Promise<T> {
+  pull<T>(max: number, waitMs: number, autoAck: boolean, render: (batch: DeliveryBatch) => T, signal?: AbortSignal): Promise<T> {
     const batch = new DeliveryBatch();
     this.#fill(batch, max, null, autoAck, Date.now());
     if (batch.count > 0 || waitMs <= 0 || this.#ended) {
@@ -255,13 +255,27 @@ export class Subscription {
     }
     return new Promise<T>((resolve) => {
       const w: Waiter = { max, autoAck, render, resolve: resolve as (v: unknown) => void, timer: undefined };
-      w.timer = setTimeout(() => {
+      // Gone before anything came (timeout, or the caller stopped waiting): an empty answer, nothing taken.
+      const giveUp = (): void => {
         const i = this.#waiters.indexOf(w);
-        if (i >= 0) this.#waiters.splice(i, 1);
+        if (i < 0) return;
+        this.#waiters.splice(i, 1);
+        clearTimeout(w.timer);
+        signal?.removeEventListener('abort', giveUp);
         resolve(render(new DeliveryBatch()));
-      }, waitMs);
+      };
+      w.timer = setTimeout(giveUp, waitMs);
+      signal?.addEventListener('abort', giveUp, { once: true });
       this.#waiters.push(w);
     });
+  }
+
+  /** Answers every waiting pull with nothing (the server is closing). */
+  releaseWaiters(): void {
+    for (const w of this.#waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.resolve(w.render(new DeliveryBatch()));
+    }
   }
 
   /** Delivers what is ready to waiting pulls and consumers with room. Called once per wake. */

@@ -186,6 +186,32 @@ describe('filter', () => {
 });
 
 describe('pull', () => {
+  test('pull - a waiting pull that is aborted ends empty and takes nothing', async () => {
+    const b = makeBroker();
+    b.createQueue('q');
+    const stop = new AbortController();
+    const t0 = Date.now();
+    const waiting = b.pull('q', 'default', 10, 20_000, false, (batch) => batch.messages(), stop.signal);
+    stop.abort();
+    expect(await waiting).toEqual([]);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    publish(b, 'q', ['a']);
+    await turn();
+    // The aborted pull did not take 'a': the next pull gets it, first attempt.
+    expect((await b.pullMessages('q', 'default')).map((m) => [m.data, m.deliveryAttempt])).toEqual([['a', 1]]);
+    expect(b.subscriptionInfo('q', 'default')).toMatchObject({ inFlight: 1, delivered: 1 });
+  });
+
+  test('pull - closing the broker answers waiting pulls at once', async () => {
+    const b = makeBroker();
+    b.createQueue('q');
+    const t0 = Date.now();
+    const waiting = b.pullMessages('q', 'default', { waitMs: 20_000 });
+    await b.close();
+    expect(await waiting).toEqual([]);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+  });
+
   test('pull - a waiting pull is not answered early with nothing by a message acked while due again', async () => {
     const b = makeBroker();
     b.createQueue('q');

@@ -123,6 +123,26 @@ describe('http pull, ack, nack, extend', () => {
     expect((await pull({ max: 10 }, '/v1/queues/q/subscriptions/only-red/pull')).map((m) => m.data)).toEqual(['1']);
   });
 
+  test('dead letters - after maxDeliveries a nacked message goes to the deadLetterQueue', async () => {
+    await h.inject({ method: 'PUT', url: '/v1/queues/dlq' });
+    await h.inject({ method: 'PUT', url: '/v1/queues/q/subscriptions/once', payload: { maxDeliveries: 1, deadLetterQueue: 'dlq' } });
+    await h.inject({ method: 'POST', url: '/v1/queues/q/messages', payload: { messages: [{ data: 'poison', attributes: { k: 'v' } }] } });
+    const [m] = await pull({}, '/v1/queues/q/subscriptions/once/pull');
+    await h.inject({ method: 'POST', url: '/v1/queues/q/subscriptions/once/nack', payload: { ids: [m.id] } });
+    expect(json(await h.inject({ method: 'GET', url: '/v1/queues/q/subscriptions/once' }))).toMatchObject({ deadLettered: 1, inFlight: 0, backlog: 0 });
+    const [dead] = await pull({}, '/v1/queues/dlq/dequeue');
+    expect(dead).toMatchObject({ data: 'poison', attributes: { k: 'v' }, deliveryAttempt: 1 });
+  });
+
+  test('startAt earliest - a new subscription gets what the queue retains', async () => {
+    await publish('old-1', 'old-2');
+    await h.inject({ method: 'PUT', url: '/v1/queues/q/subscriptions/late', payload: { startAt: 'earliest' } });
+    await h.inject({ method: 'PUT', url: '/v1/queues/q/subscriptions/latest' });
+    await publish('new');
+    expect((await pull({ max: 10 }, '/v1/queues/q/subscriptions/late/pull')).map((m) => m.data)).toEqual(['old-1', 'old-2', 'new']);
+    expect((await pull({ max: 10 }, '/v1/queues/q/subscriptions/latest/pull')).map((m) => m.data)).toEqual(['new']);
+  });
+
   test('shutdown - a long poll answers empty when the server closes', async () => {
     const pending = h.inject({ method: 'POST', url: '/v1/queues/q/subscriptions/default/pull', payload: { waitMs: 30_000 } });
     await turns(10);

@@ -201,6 +201,25 @@ describe('http websocket', () => {
     expect(await c.op('deleted')).toEqual({ op: 'deleted', queue: 'q', subscription: 'temp' });
   });
 
+  test('ws - a subscription that expires by ttlMs or by maxEvents tells its consumers with "expired"', async () => {
+    await start();
+    await h.inject({ method: 'PUT', url: '/v1/queues/q/subscriptions/brief', payload: { ttlMs: 50 } });
+    await h.inject({ method: 'PUT', url: '/v1/queues/q/subscriptions/counted', payload: { maxEvents: 2 } });
+    const c = await open();
+    c.send({ op: 'subscribe', queue: 'q', subscription: 'brief' });
+    c.send({ op: 'subscribe', queue: 'q', subscription: 'counted' });
+    await c.op('subscribed', (f) => f.subscription === 'brief');
+    await c.op('subscribed', (f) => f.subscription === 'counted');
+    expect(await c.op('expired', (f) => f.subscription === 'brief')).toEqual({ op: 'expired', queue: 'q', subscription: 'brief' });
+    publish('q', 3);
+    const got: Frame[] = [];
+    while (got.length < 2) got.push(...(await c.op('messages', (f) => f.subscription === 'counted')).messages);
+    c.send({ op: 'ack', queue: 'q', subscription: 'counted', ids: got.slice(0, 2).map((m) => m.id) });
+    expect(await c.op('expired', (f) => f.subscription === 'counted')).toEqual({ op: 'expired', queue: 'q', subscription: 'counted' });
+    const res = await h.inject({ method: 'GET', url: '/v1/queues/q/subscriptions/counted' });
+    expect(res.statusCode).toBe(404);
+  });
+
   test('ws - backpressure: pushes stop while the client does not read, and resume when it does', async () => {
     await start({ webSocket: { highWaterMark: 64 * 1024 } });
     await h.inject({ method: 'PUT', url: '/v1/queues/big', payload: { memoryBytes: 128 << 20, maxMessageBytes: 64 * 1024 } });
