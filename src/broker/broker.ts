@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SpillStore, type QueueSpill } from '../spill/store';
+import { HttpDestination, Propagation, parsePropagationConfig, type Destination, type PropagationConfig, type PropagationState } from '../propagation';
 import { SpillwayError } from '../errors';
 import { checkName } from '../names';
 import type { PublisherState } from '../flowcontrol/ledger';
@@ -35,6 +36,27 @@ export interface BrokerOptions {
 }
 
 export const DEFAULT_MAX_DISK_BYTES = 10 * 1024 * 1024 * 1024;
+
+/** API.md's propagation view. */
+export interface PropagationInfo {
+  name: string;
+  url: string;
+  queue: string;
+  state: PropagationState;
+  sentSeq: number;
+  ackedSeq: number;
+  lag: number;
+  lastError?: string;
+}
+
+interface PropagationEntry {
+  config: PropagationConfig;
+  prop: Propagation;
+  detach: () => void;
+}
+
+/** The subscription a propagation consumes. */
+export const propagationSubscription = (name: string): string => 'propagation:' + name;
 
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 export const ANONYMOUS_PUBLISHER = 'anonymous';
@@ -70,6 +92,12 @@ export class Broker implements QueueHost {
   readonly #spill: SpillStore | undefined;
   readonly #spillTmp: string | undefined;
   #spillErrors = 0;
+  /** Stays the same across restarts when there is a data dir. */
+  serverId: string = randomUUID();
+  /** Propagations by queue, then name. */
+  readonly #props = new Map<string, Map<string, PropagationEntry>>();
+  /** Makes the far end of a propagation (tests may replace it). */
+  destinationFor: (config: PropagationConfig) => Destination = (c) => new HttpDestination(c.url, c.queue, c.token);
 
   constructor(options: BrokerOptions = {}) {
     this.epoch = randomUUID();
@@ -111,6 +139,8 @@ export class Broker implements QueueHost {
 
   deleteQueue(name: string): void {
     const q = this.queue(name);
+    for (const e of this.#props.get(name)?.values() ?? []) e.prop.stop();
+    this.#props.delete(name);
     this.#queues.delete(name);
     this.#allocated -= q.ring.capacity;
     for (const sub of q.subscriptions) this.#forget(sub);
@@ -248,6 +278,78 @@ export class Broker implements QueueHost {
     this.#tx.rollback(id);
   }
 
+  // --- propagation ---------------------------------------------------------------
+
+  /** Creates a propagation of `queueName` to a queue on another server (200 same config, 409 differs). */
+  createPropagation(queueName: string, name: string, body: unknown): { created: boolean; propagation: PropagationInfo } {
+    const q = this.queue(queueName);
+    checkName(name, 'propagation');
+    const config = parsePropagationConfig(body);
+    const existing = this.#props.get(queueName)?.get(name);
+    if (existing !== undefined) {
+      if (!sameConfig(existing.config, config)) {
+        throw new SpillwayError('ALREADY_EXISTS', `propagation ${name} exists on ${queueName} with a different config`, { queue: queueName, propagation: name });
+      }
+      return { created: false, propagation: this.propagationInfo(queueName, name) };
+    }
+    this.#startPropagation(q, name, config);
+    this.#save();
+    return { created: true, propagation: this.propagationInfo(queueName, name) };
+  }
+
+  propagationInfo(queueName: string, name: string): PropagationInfo {
+    const e = this.#propagation(queueName, name);
+    const info: PropagationInfo = {
+      name, url: e.config.url, queue: e.config.queue, state: e.prop.state,
+      sentSeq: e.prop.sentSeq, ackedSeq: e.prop.ackedSeq, lag: e.prop.lag,
+    };
+    if (e.prop.lastError !== undefined) info.lastError = e.prop.lastError;
+    return info;
+  }
+
+  listPropagations(queueName: string): PropagationInfo[] {
+    this.queue(queueName);
+    return [...(this.#props.get(queueName)?.keys() ?? [])].map((n) => this.propagationInfo(queueName, n));
+  }
+
+  deletePropagation(queueName: string, name: string): void {
+    const e = this.#propagation(queueName, name);
+    e.prop.stop();
+    e.detach();
+    this.#props.get(queueName)!.delete(name);
+    const q = this.queue(queueName);
+    const sub = q.subscription(propagationSubscription(name));
+    if (sub !== undefined) {
+      this.#forget(sub);
+      q.removeSubscription(sub.name, 'deleted');
+    }
+    this.#save();
+  }
+
+  #propagation(queueName: string, name: string): PropagationEntry {
+    this.queue(queueName);
+    const e = this.#props.get(queueName)?.get(name);
+    if (e === undefined) throw new SpillwayError('NOT_FOUND', `propagation ${JSON.stringify(name)} does not exist on queue ${queueName}`, { queue: queueName, propagation: name });
+    return e;
+  }
+
+  #startPropagation(q: Queue, name: string, config: PropagationConfig): void {
+    const subName = propagationSubscription(name);
+    // Its messages wait for consumption at the destination, which may take long: a long
+    // deadline and many attempts (a redelivery there is only a duplicate, dropped by publisherSeq).
+    const subConfig: SubscriptionConfig = { ackDeadlineMs: 600_000, maxDeliveries: 1000, startAt: 'latest' };
+    if (config.filter !== undefined) subConfig.filter = config.filter;
+    const sub = q.subscription(subName) ?? this.#addSubscription(q, subName, subConfig, Date.now(), undefined, 0);
+    const prop = new Propagation(`${this.serverId}:${q.name}`, this.destinationFor(config), {
+      ackSeqs: (seqs) => sub.ackSeqs(seqs),
+      get pending() { return sub.backlog + sub.inFlight; },
+    });
+    const detach = this.consume(q.name, subName, prop);
+    let byName = this.#props.get(q.name);
+    if (byName === undefined) this.#props.set(q.name, (byName = new Map()));
+    byName.set(name, { config, prop, detach });
+  }
+
   // --- consuming -----------------------------------------------------------------
 
   /** Pull: `render` turns the batch into the caller's form in the delivering turn. */
@@ -292,6 +394,7 @@ export class Broker implements QueueHost {
     clearInterval(this.#ticker);
     clearInterval(this.#sweeper);
     this.#tx.close();
+    for (const byName of this.#props.values()) for (const e of byName.values()) e.prop.stop();
     for (const q of this.#queues.values()) {
       for (const sub of q.subscriptions) {
         this.#forget(sub);
@@ -446,7 +549,11 @@ export class Broker implements QueueHost {
 
   #restore(dataDir: string): void {
     const defs = loadDefinitions(dataDir);
-    if (defs === undefined) return;
+    if (defs === undefined) {
+      this.#save();
+      return;
+    }
+    if (defs.serverId !== undefined) this.serverId = defs.serverId;
     const now = Date.now();
     for (const qd of defs.queues) {
       const q = this.#addQueue(qd.name, parseQueueConfig(qd.config));
@@ -456,6 +563,7 @@ export class Broker implements QueueHost {
         if (cfg.maxEvents !== undefined && (sd.ackedEvents ?? 0) >= cfg.maxEvents) continue;
         this.#addSubscription(q, sd.name, cfg, sd.createdAt, sd.expiresAt, sd.ackedEvents ?? 0);
       }
+      for (const pd of qd.propagations ?? []) this.#startPropagation(q, pd.name, parsePropagationConfig(pd.config));
     }
     this.#save();
   }
@@ -464,10 +572,13 @@ export class Broker implements QueueHost {
     if (this.#dataDir === undefined) return;
     const defs: Definitions = {
       version: 1,
+      serverId: this.serverId,
       queues: this.queues().map((q) => ({
         name: q.name,
         config: q.config,
-        subscriptions: q.subscriptions.map((s) => {
+        // A propagation's subscription is made again from the propagation.
+        propagations: [...(this.#props.get(q.name)?.entries() ?? [])].map(([name, e]) => ({ name, config: e.config })),
+        subscriptions: q.subscriptions.filter((s) => !s.name.startsWith('propagation:')).map((s) => {
           const d: Definitions['queues'][number]['subscriptions'][number] = { name: s.name, config: s.config, createdAt: s.createdAt };
           if (s.expiresAt !== undefined) d.expiresAt = s.expiresAt;
           if (s.config.maxEvents !== undefined) d.ackedEvents = s.ackedEvents;

@@ -2,14 +2,18 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { QueueConfig } from './config';
 import type { SubscriptionConfig } from '../subscribers/config';
+import type { PropagationConfig } from '../propagation/config';
 
 /** What survives a restart: queue and subscription definitions, never messages. */
 export interface Definitions {
   version: 1;
+  /** This server's id across restarts (propagations publish as `{serverId}:{queue}`). */
+  serverId?: string;
   queues: {
     name: string;
     config: QueueConfig;
     subscriptions: { name: string; config: SubscriptionConfig; createdAt: number; expiresAt?: number; ackedEvents?: number }[];
+    propagations?: { name: string; config: PropagationConfig }[];
   }[];
 }
 
@@ -32,6 +36,7 @@ export function loadDefinitions(dataDir: string): Definitions | undefined {
 export function saveDefinitions(dataDir: string, defs: Definitions): void {
   mkdirSync(dataDir, { recursive: true });
   const tmp = join(dataDir, FILE + '.tmp');
-  writeFileSync(tmp, JSON.stringify(defs, null, 1));
+  // Owner-only: propagation tokens are kept here.
+  writeFileSync(tmp, JSON.stringify(defs, null, 1), { mode: 0o600 });
   renameSync(tmp, join(dataDir, FILE));
 }

@@ -222,3 +222,23 @@ export const txCommitResponse = { type: 'object', required: ['committed'], prope
 export const txRollbackResponse = { type: 'object', required: ['rolledBack'], properties: { rolledBack: bool } } as const;
 
 export const health = { type: 'object', required: ['status', 'epoch'], properties: { status: str, epoch: str } } as const;
+
+export const propagationParams = { type: 'object', required: ['queue', 'name'], properties: { queue: name, name } } as const;
+
+export const propagationBody = {
+  type: 'object',
+  required: ['url', 'queue'],
+  properties: { url: str, queue: str, token: str, filter: { type: 'object', properties: { attributes: strMap } } },
+} as const;
+
+export const propagationInfo = {
+  type: 'object',
+  required: ['name', 'url', 'queue', 'state', 'sentSeq', 'ackedSeq', 'lag'],
+  properties: {
+    name: str, url: str, queue: str,
+    state: { type: 'string', enum: ['connecting', 'running', 'restricted', 'failing'] },
+    sentSeq: int, ackedSeq: int, lag: int, lastError: str,
+  },
+} as const;
+
+export const propagationList = { type: 'object', required: ['propagations'], properties: { propagations: { type: 'array', items: propagationInfo } } } as const;

@@ -12,6 +12,7 @@ import { publishRoutes } from './routes-publish';
 import { registerQueueRoutes } from './routes-queues';
 import { registerSubscriptionRoutes } from './routes-subscriptions';
 import { registerTransactionRoutes } from './routes-transactions';
+import { registerPropagationRoutes } from './routes-propagations';
 import * as S from './schemas';
 import { WsHub, onSocketError, registerWebSocketRoute, type WebSocketOptions } from './ws';
 
@@ -112,6 +113,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   registerQueueRoutes(app, ctx);
   registerSubscriptionRoutes(app, ctx);
   registerTransactionRoutes(app, ctx);
+  registerPropagationRoutes(app, ctx);
   registerMetricsRoute(app, registry);
   registerOpenApiRoute(app, routes, { version: packageVersion(), auth: auth !== undefined });
   void app.register(publishRoutes, { ctx });
