@@ -18,6 +18,14 @@ export interface Prepared extends BodyInput {
   attributes: Record<string, string> | undefined;
 }
 
+/** Characters a JSON string literal must escape (and surrogates, which JSON.stringify may escape). */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** `text` as a JSON string literal. Most data needs no escaping: quoting it then costs no copy. */
+export function jsonString(text: string): string {
+  return NEEDS_ESCAPE.test(text) ? JSON.stringify(text) : '"' + text + '"';
+}
+
 /** UTF-8 bytes of a JSON string literal made from a string of `bytes` UTF-8 bytes. */
 function jsonBytes(json: string, raw: string, bytes: number): number {
   // No escapes (the common case): the literal is the text and two quotes, no second scan.
@@ -26,7 +34,7 @@ function jsonBytes(json: string, raw: string, bytes: number): number {
 
 /** A Prepared from parts already known to be valid (dead letters, propagation). */
 export function preparedFrom(data: string, encoding: Encoding, bytes: number, attributes: Record<string, string> | undefined, key: string | undefined, publisherSeq: number | undefined): Prepared {
-  const dataJson = encoding === 'utf8' ? JSON.stringify(data) : '"' + data + '"';
+  const dataJson = encoding === 'utf8' ? jsonString(data) : '"' + data + '"';
   const attrsJson = attributes === undefined ? '{}' : JSON.stringify(attributes);
   const keyJson = key === undefined ? undefined : JSON.stringify(key);
   return {
@@ -83,7 +91,7 @@ export function prepareMessage(m: unknown, index: number, maxMessageBytes: numbe
     }
     publisherSeq = s;
   }
-  const dataJson = encoding === 'utf8' ? JSON.stringify(data) : '"' + data + '"';
+  const dataJson = encoding === 'utf8' ? jsonString(data) : '"' + data + '"';
   const attrsJson = attributes === undefined ? '{}' : JSON.stringify(attributes);
   return {
     dataJson,

@@ -22,17 +22,23 @@ export class Rest {
 
   /** `path` is already encoded. Resolves with the parsed body (undefined for 204). */
   async call<T>(method: string, path: string, body: unknown, timeoutMs: number): Promise<T> {
+    return (await this.request<T>(method, path, body, timeoutMs)).body;
+  }
+
+  /** As `call`, with the status. `rawBody`: a body already in JSON. */
+  async request<T>(method: string, path: string, body: unknown, timeoutMs: number, rawBody?: string): Promise<{ status: number; body: T }> {
     const ac = new AbortController();
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
       ac.abort();
     }, timeoutMs);
-    const headers = body === undefined ? this.#headers : { ...this.#headers, 'content-type': 'application/json' };
+    const payload = rawBody ?? (body === undefined ? undefined : JSON.stringify(body));
+    const headers = payload === undefined ? this.#headers : { ...this.#headers, 'content-type': 'application/json' };
     let status: number;
     let text: string;
     try {
-      const res = await this.#fetch(this.#base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: ac.signal });
+      const res = await this.#fetch(this.#base + path, { method, headers, body: payload, signal: ac.signal });
       status = res.status;
       text = await res.text();
     } catch (err) {
@@ -54,7 +60,7 @@ export class Rest {
       if (env !== undefined && typeof env === 'object') throw fromEnvelope(env, status);
       throw new SpillwayClientError('INTERNAL', `${method} ${path}: ${status}`, { status });
     }
-    return parsed as T;
+    return { status, body: parsed as T };
   }
 }
 
