@@ -12,6 +12,8 @@ exports.description = 'spill: publish and drain rates on disk vs in memory, RSS 
 
 const MiB = 1024 * 1024;
 const PAYLOAD = 'x'.repeat(100);
+const PREFIX = Buffer.from('{"op":"messages","queue":"q","subscription":"default","messages":[');
+const SUFFIX = Buffer.from(']}');
 const turn = () => new Promise((r) => setImmediate(r));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -46,7 +48,7 @@ async function publishAll(b, queue, n) {
   return n / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
-/** Drains subscription `sub` with a push consumer that acks each batch; resolves to msg/s. */
+/** Drains subscription `sub` with a push consumer that takes each batch as a wire frame and acks it; resolves to msg/s. */
 function drain(b, queue, sub, n) {
   return new Promise((resolve) => {
     const s = b.subscription(queue, sub);
@@ -58,6 +60,8 @@ function drain(b, queue, sub, n) {
       unacked: 0,
       ready: () => true,
       deliver(batch) {
+        // A delivery is the wire frame a WebSocket consumer would be sent.
+        if (batch.encode(PREFIX, SUFFIX).length === 0) throw new Error('empty frame');
         seqs.length = 0;
         for (let i = 0; i < batch.count; i++) seqs.push(batch.seqs[i]);
         got += s.ackSeqs(seqs);
