@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { LATENCY_BUCKETS_SECONDS, type Broker } from '../broker';
+import { PROPAGATION_STATES } from '../propagation';
 
 type Labels = Record<string, string>;
 interface Sample { value: number; labels?: Labels; metricName?: string }
@@ -8,8 +9,9 @@ type MetricType = 'counter' | 'gauge' | 'histogram';
 
 /**
  * A metric read from the broker at scrape time: the registry calls `get()`, which walks
- * the queues once. Nothing is counted on the hot paths for metrics' sake. Labels are queue
- * and subscription names only (their number is the number of queues, never publisher ids).
+ * the queues once. Nothing is counted on the hot paths for metrics' sake. Labels are queue,
+ * subscription and propagation names only (their number is set by configuration, never by
+ * publisher ids).
  */
 class Collected {
   readonly name: string;
@@ -54,6 +56,12 @@ export function createRegistry(broker: Broker, opts: MetricsOptions = {}): Regis
     return out;
   };
 
+  const perPropagation = (value: (p: ReturnType<Broker['listPropagations']>[number]) => number) => (): Sample[] => {
+    const out: Sample[] = [];
+    for (const q of broker.queues()) for (const p of broker.listPropagations(q.name)) out.push({ value: value(p), labels: { queue: q.name, propagation: p.name } });
+    return out;
+  };
+
   add('spillway_messages_published_total', 'Messages accepted by publish, per queue', 'counter', perQueue((q) => q.published));
   add('spillway_messages_delivered_total', 'Deliveries (first and repeated), per subscription', 'counter', perSub((s) => s.delivered));
   add('spillway_messages_acked_total', 'Messages acked, per subscription', 'counter', perSub((s) => s.acked));
@@ -77,6 +85,18 @@ export function createRegistry(broker: Broker, opts: MetricsOptions = {}): Regis
   add('spillway_spill_disk_limit_bytes', 'Disk budget for spill files (--max-disk)', 'gauge', () => [{ value: broker.spillStats.maxBytes }]);
   add('spillway_spill_errors_total', 'Failed spill writes and reads', 'counter', () => [{ value: broker.spillStats.errors }]);
   add('spillway_spill_corrupt_records_total', 'Spilled records whose checksum failed (never delivered)', 'counter', () => [{ value: broker.spillStats.corruptRecords }]);
+  add('spillway_propagation_sent_seq', 'Highest source seq a propagation has sent to its destination (this run)', 'gauge', perPropagation((p) => p.sentSeq));
+  add('spillway_propagation_acked_seq', 'Highest source seq consumed at the destination and so acked here (this run)', 'gauge', perPropagation((p) => p.ackedSeq));
+  add('spillway_propagation_lag', 'Messages of a propagation not yet consumed at its destination (waiting, sent, or in flight)', 'gauge', perPropagation((p) => p.lag));
+  add('spillway_propagation_state', 'State of a propagation: 1 for the current one, 0 for the others', 'gauge', () => {
+    const out: Sample[] = [];
+    for (const q of broker.queues()) {
+      for (const p of broker.listPropagations(q.name)) {
+        for (const state of PROPAGATION_STATES) out.push({ value: p.state === state ? 1 : 0, labels: { queue: q.name, propagation: p.name, state } });
+      }
+    }
+    return out;
+  });
   if (opts.webSocketConnections !== undefined) {
     const n = opts.webSocketConnections;
     add('spillway_websocket_connections', 'Open WebSocket connections', 'gauge', () => [{ value: n() }]);

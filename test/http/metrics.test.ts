@@ -1,4 +1,4 @@
-import { harness, type Harness } from './helpers';
+import { harness, until, type Harness } from './helpers';
 
 const SERIES = [
   'spillway_messages_published_total',
@@ -77,6 +77,42 @@ describe('http metrics', () => {
       expect((await other.inject({ method: 'GET', url: '/metrics' })).body).toContain('queue="elsewhere"');
     } finally {
       await other.close();
+    }
+  });
+
+  test('metrics - per propagation: sent and acked seq, lag, and a state series that is 1 for the current state', async () => {
+    h = harness();
+    const dest = harness();
+    try {
+      const url = await dest.listen();
+      dest.broker.createQueue('in');
+      await h.inject({ method: 'PUT', url: '/v1/queues/q', payload: { defaultSubscription: false } });
+      expect((await h.inject({ method: 'PUT', url: '/v1/queues/q/propagations/to-dest', payload: { url, queue: 'in' } })).statusCode).toBe(201);
+      // Nowhere to go: failing from the start.
+      await h.inject({ method: 'PUT', url: '/v1/queues/q/propagations/nowhere', payload: { url: 'http://127.0.0.1:9', queue: 'in' } });
+      await h.inject({ method: 'POST', url: '/v1/queues/q/messages', payload: { messages: Array.from({ length: 10 }, (_, i) => ({ data: `m${i}` })) } });
+      await until(() => h.broker.propagationInfo('q', 'to-dest').sentSeq === 10, 'sent');
+      const four = await dest.broker.pullMessages('in', 'default', { max: 4 });
+      dest.broker.ack('in', 'default', four.map((m) => m.id));
+      await until(() => h.broker.propagationInfo('q', 'to-dest').ackedSeq === 4 && h.broker.propagationInfo('q', 'nowhere').state === 'failing', 'acked and failing');
+
+      const text = (await h.inject({ method: 'GET', url: '/metrics' })).body;
+      expect(text).toMatch(/^# TYPE spillway_propagation_sent_seq gauge$/m);
+      expect(text).toMatch(/^# TYPE spillway_propagation_state gauge$/m);
+      expect(text).toMatch(/^spillway_propagation_sent_seq\{queue="q",propagation="to-dest"\} 10$/m);
+      expect(text).toMatch(/^spillway_propagation_acked_seq\{queue="q",propagation="to-dest"\} 4$/m);
+      expect(text).toMatch(/^spillway_propagation_lag\{queue="q",propagation="to-dest"\} 6$/m);
+      expect(text).toMatch(/^spillway_propagation_sent_seq\{queue="q",propagation="nowhere"\} 0$/m);
+      expect(text).toMatch(/^spillway_propagation_lag\{queue="q",propagation="nowhere"\} 10$/m);
+      const states = (name: string): Record<string, number> => Object.fromEntries(
+        [...text.matchAll(new RegExp(`^spillway_propagation_state\\{queue="q",propagation="${name}",state="(\\w+)"\\} (\\d+)$`, 'gm'))].map((m) => [m[1], Number(m[2])]));
+      expect(states('to-dest')).toEqual({ connecting: 0, running: 1, restricted: 0, failing: 0 });
+      expect(states('nowhere')).toEqual({ connecting: 0, running: 0, restricted: 0, failing: 1 });
+      // Read at scrape time: a deleted propagation is gone from the next scrape.
+      await h.inject({ method: 'DELETE', url: '/v1/queues/q/propagations/nowhere' });
+      expect((await h.inject({ method: 'GET', url: '/metrics' })).body).not.toContain('propagation="nowhere"');
+    } finally {
+      await dest.close();
     }
   });
 });

@@ -1,0 +1,244 @@
+'use strict';
+// Suite `propagation`: messages forwarded from a queue on server A to a queue on server B, and
+// consumed there by a WebSocket subscriber, against the same publisher and subscriber on A
+// directly. Both measured in each run of this one process (see bench/README.md, "Suite propagation").
+//
+//   direct:      WS publisher → A/bench → WS subscriber on A
+//   propagated:  WS publisher → A/bench → propagation (REST batches) → B/bench → WS subscriber on B
+//
+// Each run starts fresh Brokers + servers (temporary data dirs) and closes every socket, server
+// and broker before it returns. Messages are 100 B; subscribers ack each frame with one ack frame.
+
+const { mkdtempSync, rmSync } = require('node:fs');
+const { tmpdir } = require('node:os');
+const { join } = require('node:path');
+const { once } = require('node:events');
+const { performance } = require('node:perf_hooks');
+const { WebSocket } = require('ws');
+const { Broker } = require('../../dist');
+const { startServer } = require('../../dist/http');
+const { helpers } = require('../baselines');
+const { startServerProcess } = require('../lib/server-process');
+
+exports.description = 'Propagation: A → B over REST batches, delivered to a WS subscriber on B, against a WS subscriber on A';
+
+const MiB = 1024 * 1024;
+const DATA = 'x'.repeat(helpers.MESSAGE_SIZE); // 100 B
+const HIGH_WATER = helpers.HIGH_WATER;
+const WS_BATCH = 100; // messages a publish frame
+const IN_FLIGHT = 8; // unanswered publish frames
+const PREFETCH = 1000;
+const MAX_LAG = 20000; // the publisher waits while the subscriber is this many messages behind
+const QUEUE = 'bench';
+
+async function startSpillway(label) {
+  const dataDir = mkdtempSync(join(tmpdir(), `spillway-bench-prop-${label}-`));
+  const broker = new Broker({ memoryBytes: 512 * MiB, dataDir });
+  let server;
+  try {
+    server = await startServer({ broker, host: '127.0.0.1', port: 0 });
+  } catch (err) {
+    await broker.close();
+    rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    url: server.url,
+    wsUrl: server.url.replace(/^http/, 'ws') + '/v1/ws',
+    broker,
+    async close() {
+      try {
+        await server.close();
+      } finally {
+        try { await broker.close(); } finally { rmSync(dataDir, { recursive: true, force: true }); }
+      }
+    },
+  };
+}
+
+async function rest(base, method, path, body, okStatus) {
+  const res = await fetch(base + path, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!okStatus.includes(res.status)) throw new Error(`${method} ${path} -> ${res.status} ${text}`);
+  return text ? JSON.parse(text) : undefined;
+}
+
+async function openWs(url) {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  ws.removeAllListeners('error');
+  return ws;
+}
+
+async function closeWs(sockets) {
+  await Promise.all(sockets.filter(Boolean).map((ws) => {
+    if (ws.readyState === WebSocket.CLOSED) return undefined;
+    const closed = once(ws, 'close').catch(() => {});
+    ws.terminate();
+    return closed;
+  }));
+}
+
+function failures() {
+  const list = [];
+  return {
+    add(msg) { list.push(msg); },
+    get any() { return list.length > 0; },
+    check(what) { if (list.length) throw new Error(`${what}: ${list.length} failure(s), first: ${list[0]}`); },
+  };
+}
+
+/** A WS consumer of the default subscription with acks (one ack frame a messages frame). */
+async function subscriber(wsUrl, fails) {
+  const ws = await openWs(wsUrl);
+  const st = { ws, count: 0, closing: false, onProgress: null };
+  const prefix = `{"op":"ack","queue":"${QUEUE}","subscription":"default","ids":`;
+  let ready;
+  const subscribed = new Promise((resolve, reject) => { ready = { resolve, reject }; });
+  ws.on('error', (err) => fails.add(`subscriber: ${err.message}`));
+  ws.on('close', (code) => { if (!st.closing) fails.add(`subscriber: closed ${code}`); ready.reject(new Error(`closed ${code}`)); });
+  ws.on('message', (data) => {
+    const f = JSON.parse(data.toString());
+    if (f.op === 'messages') {
+      const ids = new Array(f.messages.length);
+      for (let i = 0; i < ids.length; i++) ids[i] = f.messages[i].id;
+      ws.send(prefix + JSON.stringify(ids) + '}');
+      st.count += ids.length;
+      if (st.onProgress) st.onProgress();
+    } else if (f.op === 'subscribed') ready.resolve();
+    else fails.add(`subscriber: unexpected frame ${data.toString().slice(0, 200)}`);
+  });
+  ws.send(JSON.stringify({ op: 'subscribe', queue: QUEUE, subscription: 'default', prefetch: PREFETCH }));
+  await subscribed;
+  return st;
+}
+
+/** WS publish frames of WS_BATCH messages, ≤ IN_FLIGHT unanswered, paused while lag() > MAX_LAG or the socket is full. */
+async function wsPublisher(wsUrl, fails, lag) {
+  const ws = await openWs(wsUrl);
+  const tail = `,"queue":"${QUEUE}","publisherId":"bench","messages":${JSON.stringify(Array.from({ length: WS_BATCH }, () => ({ data: DATA })))}}`;
+  const st = { ws, sent: 0, stopped: false, closing: false, restricted: 0 };
+  let ref = 0;
+  let inFlight = 0;
+  let waiting = false;
+  let holdUntil = 0;
+  const pump = () => {
+    waiting = false;
+    while (!st.stopped && !fails.any && ws.readyState === WebSocket.OPEN && inFlight < IN_FLIGHT) {
+      if (performance.now() < holdUntil) { retryIn(Math.max(1, holdUntil - performance.now())); return; }
+      if (ws.bufferedAmount >= HIGH_WATER) { retryIn(0); return; }
+      if (lag() > MAX_LAG) return; // the subscriber wakes us as it progresses
+      ws.send('{"op":"publish","ref":' + (++ref) + tail);
+      inFlight++;
+      st.sent += WS_BATCH;
+    }
+  };
+  const retryIn = (ms) => {
+    if (waiting) return;
+    waiting = true;
+    if (ms > 0) setTimeout(pump, ms); else setImmediate(pump);
+  };
+  st.wake = () => { if (!waiting && inFlight < IN_FLIGHT && !st.stopped) pump(); };
+  ws.on('error', (err) => fails.add(`publisher: ${err.message}`));
+  ws.on('close', (code) => { if (!st.closing) fails.add(`publisher: closed ${code}`); });
+  ws.on('message', (data) => {
+    const s = data.toString();
+    if (s.startsWith('{"op":"published"')) { inFlight--; pump(); return; }
+    const f = JSON.parse(s);
+    if (f.op === 'error' && f.code === 'PUBLISHER_RESTRICTED') {
+      inFlight--;
+      st.sent -= WS_BATCH;
+      st.restricted++;
+      holdUntil = performance.now() + (f.retryAfterMs || 10);
+      pump();
+      return;
+    }
+    fails.add(`publisher: unexpected frame ${s.slice(0, 200)}`);
+  });
+  st.start = pump;
+  return st;
+}
+
+/**
+ * Publisher on A; subscriber on A (`mode` 'direct'), or on B behind a propagation A/bench →
+ * B/bench, B in this process ('same') or in a child process of its own ('process').
+ * -> delivered msg/s at the subscriber.
+ */
+async function run(ctx, mode) {
+  const seconds = helpers.benchSeconds();
+  const warmup = helpers.warmupSeconds(seconds);
+  const propagated = mode !== 'direct';
+  const a = await startSpillway('a');
+  let b = null;
+  try {
+    if (mode === 'same') b = await startSpillway('b');
+    else if (mode === 'process') b = await startServerProcess();
+  } catch (err) {
+    await a.close();
+    throw err;
+  }
+  if (b && !b.wsUrl) b.wsUrl = b.url.replace(/^http/, 'ws') + '/v1/ws';
+  const fails = failures();
+  let sub = null;
+  let pub = null;
+  try {
+    await rest(a.url, 'PUT', `/v1/queues/${QUEUE}`, { defaultSubscription: !propagated, memoryBytes: 128 * MiB }, [201]);
+    if (propagated) {
+      await rest(b.url, 'PUT', `/v1/queues/${QUEUE}`, { memoryBytes: 128 * MiB }, [201]);
+      await rest(a.url, 'PUT', `/v1/queues/${QUEUE}/propagations/to-b`, { url: b.url, queue: QUEUE }, [201]);
+    }
+    sub = await subscriber((propagated ? b : a).wsUrl, fails);
+    pub = await wsPublisher(a.wsUrl, fails, () => pub.sent - sub.count);
+    sub.onProgress = () => pub.wake();
+    pub.start();
+    const failed = new Promise((resolve) => { const t = setInterval(() => { if (fails.any || pub.stopped) { clearInterval(t); resolve(); } }, 50); });
+    const rate = await helpers.measureRate(() => sub.count, seconds, warmup, failed);
+    pub.stopped = true;
+    await failed;
+    fails.check(mode);
+    const info = propagated ? await rest(a.url, 'GET', `/v1/queues/${QUEUE}/propagations/to-b`, undefined, [200]) : null;
+    ctx.log(`    ${mode}: published ${pub.sent}, delivered ${sub.count}, restricted ${pub.restricted}×` +
+      (info ? `; propagation ${info.state}, sentSeq ${info.sentSeq}, ackedSeq ${info.ackedSeq}, lag ${info.lag}` : ''));
+    return rate;
+  } finally {
+    if (pub) { pub.stopped = true; pub.closing = true; }
+    if (sub) sub.closing = true;
+    await closeWs([pub && pub.ws, sub && sub.ws]);
+    if (b) await b.close();
+    await a.close();
+  }
+}
+
+exports.run = async function runSuite(ctx) {
+  ctx.log(`spillway propagation: ${ctx.runs} run(s) × 3 × ${ctx.seconds} s`);
+  const r = await ctx.repeat(async (i) => {
+    const direct = await run(ctx, 'direct');
+    const processB = await run(ctx, 'process');
+    const sameB = await run(ctx, 'same');
+    ctx.log(`  run ${i + 1}/${ctx.runs}: direct ${Math.round(direct)} msg/s; propagated, B in its own process ${Math.round(processB)} msg/s ` +
+      `(${(processB / direct).toFixed(2)}×), B in this process ${Math.round(sameB)} msg/s (${(sameB / direct).toFixed(2)}×)`);
+    return { direct, processB, sameB };
+  });
+  ctx.addRow({ name: 'spillway ws publish → A → ws subscriber on A (direct), acks, prefetch 1000', value: r.median.direct, unit: 'msg/s',
+    samples: r.samples.map((s) => s.direct), note: 'baseline of the rows below, same run' });
+  ctx.addRow({ name: 'spillway ws publish → A → propagation → B (own process) → ws subscriber on B, acks', value: r.median.processB, unit: 'msg/s',
+    baseline: 'direct (row above)', baselineValue: r.median.direct, target: '>=0.5', samples: r.samples.map((s) => s.processB),
+    note: 'REST batches of ≤ 500 on one keep-alive connection; A acks once B reports them consumed' });
+  ctx.addRow({ name: 'the same, B in the same process as A and both clients', value: r.median.sameB, unit: 'msg/s',
+    baseline: 'direct (row above)', baselineValue: r.median.direct, samples: r.samples.map((s) => s.sameB),
+    note: 'one thread does the work of both servers: shown, not targeted' });
+};
+
+// One measurement alone: node bench/suites/propagation.js direct|process|same
+if (require.main === module) {
+  const which = process.argv[2] || 'process';
+  const ctx = { log: (...a) => console.error(...a) };
+  run(ctx, which).then((v) => console.log(which, Math.round(v)), (err) => { console.error(err); process.exitCode = 1; });
+}
