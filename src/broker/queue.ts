@@ -163,6 +163,13 @@ export class Queue implements SubscriptionHost {
    */
   write(p: Publisher, msgs: readonly Prepared[], now: number, res: PublishResult, accounted: boolean): boolean {
     const ring = this.ring;
+    // An empty ring starts again at 0: a batch then fits (or grows the ring) instead of
+    // wrapping around an empty ring and finding no room.
+    if (ring.head !== 0 && ring.usedBytes === 0 && this.#spill?.busy !== true && ring.rewind()) {
+      this.#headPos = 0;
+      this.#consumedPos = 0;
+      for (const sub of this.#subList) sub.rewound();
+    }
     const subs = this.#subList;
     const pend = this.#pendSub;
     pend.length = subs.length;

@@ -165,6 +165,19 @@ export class Ring {
     Atomics.store(this.#hdr, H_HEAD, pos);
   }
 
+  /**
+   * Starts an empty ring again at position 0, so a batch never has to wrap around an empty
+   * ring. Only for the owner (writer and releaser) when no reader holds a position but the tail.
+   */
+  rewind(): boolean {
+    const t = Atomics.load(this.#hdr, H_TAIL);
+    if (t === 0 || Atomics.load(this.#hdr, H_HEAD) !== t || this.#writeTail !== t) return false;
+    Atomics.store(this.#hdr, H_TAIL, 0);
+    Atomics.store(this.#hdr, H_HEAD, 0);
+    this.#writeTail = 0;
+    return true;
+  }
+
   /** The message record at or after `pos`, skipping padding; `pos` must not be the tail. */
   settle(pos: number): number {
     return this.#dv.getUint8(pos + R_KIND) === KIND_PADDING ? 0 : pos;

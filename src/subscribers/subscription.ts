@@ -222,6 +222,11 @@ export class Subscription {
     if (n > 0) this.#host.wake(this);
   }
 
+  /** The empty ring started again at 0: a cursor in the ring is at its tail, now 0. */
+  rewound(): void {
+    if (!this.#onDisk) this.#cursorPos = 0;
+  }
+
   addConsumer(c: Consumer): void {
     this.#consumers.push(c);
     this.#host.wake(this);

@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Message } from '../../src/queue/message';
 import { TestConsumer, caught, closeAll, drain, makeBroker, publish, sleep, turn } from './helpers';
+import { prepareBatch } from '../../src/broker';
 
 afterEach(closeAll);
 
@@ -566,6 +567,21 @@ describe('expiry and removal', () => {
 });
 
 describe('memory', () => {
+  test('memory - a batch larger than the space left before the end fits once the ring is empty again', async () => {
+    const b = makeBroker({ spill: false });
+    b.createQueue('q', { memoryBytes: 8 * 1024 * 1024, maxMessageBytes: 1024 * 1024 });
+    const big = Buffer.alloc(400 * 1024, 7).toString('base64');
+    // Each round leaves the empty ring's head further along; without starting again at 0, the
+    // first record of a batch wraps and the rest finds no room before the head.
+    for (let round = 0; round < 12; round++) {
+      b.publish('q', 'p', prepareBatch([1, 2, 3].map(() => ({ data: big, encoding: 'base64' })), 1024 * 1024));
+      const msgs = await b.pullMessages('q', 'default', { max: 3 });
+      expect(msgs.map((m) => m.data === big)).toEqual([true, true, true]);
+      expect(b.ack('q', 'default', msgs.map((m) => m.id)).acked).toBe(3);
+    }
+    expect(b.queueStats('q')).toMatchObject({ messages: 0, memoryUsedBytes: 0 });
+  });
+
   test('memory - a message is reclaimed once every subscription acked it, and not before', async () => {
     const b = makeBroker();
     b.createQueue('q');
@@ -637,14 +653,21 @@ describe('memory', () => {
     const body = (i: number): string => `#${i}:` + 'z'.repeat(900);
     let i = 0;
     let wrapAt = 0;
+    // 'a' keeps its newest message unacked, so the ring is never empty (an empty ring starts
+    // again at 0 and would never wrap).
+    let held: string | undefined;
     for (;;) {
       const tail = ring.tail;
       publish(b, 'q', [body(++i)]);
       if (ring.tail < tail) { wrapAt = tail; break; }
-      await drain(b, 'q', 'a');
+      const ids = (await b.pullMessages('q', 'a', { max: 1000 })).map((m) => m.id);
+      if (held !== undefined) ids.unshift(held);
+      held = ids.pop();
+      b.ack('q', 'a', ids);
       await drain(b, 'q', 'b');
     }
     const firstAfterWrap = i;
+    b.ack('q', 'a', [held!]);
     await drain(b, 'q', 'a');
     while (ring.tail <= wrapAt) {
       publish(b, 'q', [body(++i)]);
