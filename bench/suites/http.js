@@ -51,7 +51,7 @@ async function startSpillway(subs) {
   let server = null;
   try {
     server = await startServer({ broker, host: '127.0.0.1', port: 0 });
-    await rest(server.url, 'PUT', `/v1/queues/${QUEUE}`, { defaultSubscription: false, memoryBytes: 128 * MiB }, [201]);
+    await rest(server.url, 'PUT', `/v1/queues/${QUEUE}`, { defaultSubscription: false, memoryBytes: 128 * MiB, publisherLimitBytes: 4 * 1024 * MiB }, [201]);
     for (const s of subs) await rest(server.url, 'PUT', `/v1/queues/${QUEUE}/subscriptions/${s}`, {}, [201]);
   } catch (err) {
     if (server) await server.close().catch(() => {});

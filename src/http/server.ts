@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
@@ -81,14 +82,17 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   registerErrorHandlers(app);
   // JSON only, except on the publish route (which adds a catch-all of its own). An empty body is no body.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
-    if ((body as string).length === 0) {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => {
+    const buf = body as Buffer;
+    if (buf.length === 0) {
       done(null, undefined);
       return;
     }
     try {
+      // JSON is UTF-8: bytes that are not would be decoded to U+FFFD and stored silently changed.
+      if (!isUtf8(buf)) throw new Error('not UTF-8');
       // Plain JSON.parse: an own "__proto__" key is harmless here (nothing merges bodies into objects).
-      done(null, JSON.parse(body as string));
+      done(null, JSON.parse(buf.toString('utf8')));
     } catch {
       const err = new Error('request body is not valid JSON') as Error & { statusCode: number; code: string };
       err.statusCode = 400;

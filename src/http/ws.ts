@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { Duplex } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { WebSocket, RawData } from 'ws';
@@ -121,6 +122,8 @@ export class WsConnection {
   #alive = true;
   /** Some consumer was refused for a full send buffer: wake them all when it drains. */
   #blocked = false;
+  /** Reading stopped: the peer sends requests faster than it reads the answers. */
+  #paused = false;
   #corked = false;
   #recheck: NodeJS.Timeout | undefined;
   #slowTimer: NodeJS.Timeout | undefined;
@@ -165,9 +168,17 @@ export class WsConnection {
       process.nextTick(this.#uncork);
     }
     ws.send(frame, TEXT);
-    if (this.#slowTimer === undefined && ws.bufferedAmount > this.#hub.hardLimit) {
-      this.#slowTimer = setTimeout(this.#checkSlow, this.#hub.slowGraceMs);
-      this.#slowTimer.unref();
+    if (ws.bufferedAmount > this.#hub.hardLimit) {
+      // Answers (not only pushes) pile up when the peer does not read: stop reading its
+      // requests until the socket drains, so the grace period below cannot fill memory.
+      if (!this.#paused) {
+        this.#paused = true;
+        ws.pause();
+      }
+      if (this.#slowTimer === undefined) {
+        this.#slowTimer = setTimeout(this.#checkSlow, this.#hub.slowGraceMs);
+        this.#slowTimer.unref();
+      }
     }
   }
 
@@ -202,10 +213,12 @@ export class WsConnection {
 
   // --- frames ------------------------------------------------------------------
 
-  readonly #onMessage = (data: RawData): void => {
+  readonly #onMessage = (data: RawData, isBinary: boolean): void => {
     const buf = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
     let frame: unknown;
     try {
+      // ws checks text frames; a binary frame's bytes would be decoded to U+FFFD and stored silently changed.
+      if (isBinary && !isUtf8(buf)) throw new Error('not UTF-8');
       frame = JSON.parse(buf.toString('utf8'));
     } catch {
       this.close(CLOSE_INVALID_JSON, 'frame is not valid JSON');
@@ -330,6 +343,10 @@ export class WsConnection {
     if (this.#slowTimer !== undefined) {
       clearTimeout(this.#slowTimer);
       this.#slowTimer = undefined;
+    }
+    if (this.#paused) {
+      this.#paused = false;
+      this.#ws.resume();
     }
     this.#unblock();
   };
