@@ -29,7 +29,7 @@ export interface ClientOptions {
   /** Bearer token (auth on). Browsers send it as `?token=` on the WebSocket. */
   token?: string;
   /**
-   * The id this client publishes as. Default: a random `client-…` id (or, with a token, none:
+   * The id this client publishes as. Default: a random `c-…` id (or, with a token, none:
    * the server uses the token's name, and messages are not numbered). One live client per id:
    * publisherSeqs are counted by the client, and with a chosen id they continue after the
    * server's `lastPublisherSeq`.
@@ -165,6 +165,9 @@ export class SpillwayClient extends Emitter<ClientEvents> {
   #connectTimer: ReturnType<typeof setTimeout> | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #epoch: string | undefined;
+  /** Date.now() at the last sweep plus one sweep period (see PublishHost.clock). */
+  #clock = Date.now();
+  readonly #sweepMs: number;
   #readyWaiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
 
   #ref = 0;
@@ -194,16 +197,20 @@ export class SpillwayClient extends Emitter<ClientEvents> {
     this.#rest = new Rest(base, f.bind(globalThis) as FetchLike, opts.token);
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
     this.#connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
+    this.#sweepMs = Math.min(100, Math.max(10, Math.floor(this.#timeoutMs / 4)));
+    this.#clock = Date.now() + this.#sweepMs;
     this.#reconnect = { initialDelayMs: 100, maxDelayMs: 5000, factor: 2, ...opts.reconnect };
     const b = opts.batch ?? {};
     this.#batch = {
       maxMessages: Math.max(1, Math.min(1000, b.maxMessages ?? 1000)),
-      maxBytes: Math.max(1, b.maxBytes ?? 1024 * 1024),
+      // Under 128 KiB: V8 keeps longer strings in large-object space, where making the frame
+      // (and the server's decoding of it) costs about five times as much per byte.
+      maxBytes: Math.max(1, b.maxBytes ?? 64 * 1024),
       lingerMs: Math.max(0, b.lingerMs ?? 0),
     };
     this.#sequence = opts.sequence ?? true;
     this.#idChosen = opts.publisherId !== undefined;
-    this.publisherId = opts.publisherId ?? (opts.token !== undefined ? undefined : randomId('client-'));
+    this.publisherId = opts.publisherId ?? (opts.token !== undefined ? undefined : randomId('c-'));
     this.#publisher = new Publisher(this.#publishHost, this.publisherId, false, opts.publisherId === undefined, {
       maxMessages: opts.maxPendingMessages, maxBytes: opts.maxPendingBytes,
     });
@@ -441,7 +448,8 @@ export class SpillwayClient extends Emitter<ClientEvents> {
   #start(): void {
     if (this.#state !== 'idle') return;
     this.#state = 'connecting';
-    this.#sweeper = backgroundInterval(this.#sweep, Math.min(100, Math.max(10, this.#timeoutMs / 4)));
+    this.#clock = Date.now() + this.#sweepMs;
+    this.#sweeper = backgroundInterval(this.#sweep, this.#sweepMs);
     this.#open();
   }
 
@@ -760,6 +768,7 @@ export class SpillwayClient extends Emitter<ClientEvents> {
   /** The one timer of the client: every deadline (requests, publishes, subscribes) is checked here. */
   readonly #sweep = (): void => {
     const now = Date.now();
+    this.#clock = now + this.#sweepMs;
     let expired: WsRequest[] | undefined;
     for (const [ref, r] of this.#requests) {
       if (r.deadline <= now) {
@@ -790,6 +799,8 @@ export class SpillwayClient extends Emitter<ClientEvents> {
     get ready() { return client.#ready; },
     get epoch() { return client.#epoch; },
     get timeoutMs() { return client.#timeoutMs; },
+    // Before the sweeper runs (nothing started yet) the cached clock may be old: read the real one.
+    get clock() { return client.#sweeper !== undefined ? client.#clock : Date.now() + client.#sweepMs; },
     get batch() { return client.#batch; },
     get sequence() { return client.#sequence; },
     start: () => client.#start(),

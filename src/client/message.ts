@@ -17,36 +17,29 @@ const decoder = new TextDecoder();
  * one frame per subscription. A message is settled once; later calls are ignored.
  */
 export class Message {
-  readonly id: string;
-  readonly seq: number;
-  /** As on the wire: the text for utf8, base64 otherwise (see `bytes()` and `text()`). */
-  readonly data: string;
-  readonly encoding: Encoding;
-  readonly attributes: Record<string, string>;
-  readonly key: string | undefined;
-  readonly publisherId: string;
-  readonly publisherSeq: number | undefined;
-  /** ISO time. */
-  readonly publishedAt: string;
-  /** 1 on first delivery, +1 on each redelivery. */
-  readonly deliveryAttempt: number;
+  /** The parsed wire object, not copied: a delivery costs one small object per message. */
+  readonly #m: WireMessage;
   readonly #sink: AckSink;
   #settled = false;
 
   constructor(sink: AckSink, m: WireMessage) {
     this.#sink = sink;
-    this.id = m.id;
-    this.seq = m.seq;
-    this.data = m.data;
-    this.encoding = m.encoding;
-    this.attributes = m.attributes;
-    this.key = m.key;
-    this.publisherId = m.publisherId;
-    this.publisherSeq = m.publisherSeq;
-    this.publishedAt = m.publishedAt;
-    this.deliveryAttempt = m.deliveryAttempt;
+    this.#m = m;
   }
 
+  get id(): string { return this.#m.id; }
+  get seq(): number { return this.#m.seq; }
+  /** As on the wire: the text for utf8, base64 otherwise (see `bytes()` and `text()`). */
+  get data(): string { return this.#m.data; }
+  get encoding(): Encoding { return this.#m.encoding; }
+  get attributes(): Record<string, string> { return this.#m.attributes; }
+  get key(): string | undefined { return this.#m.key; }
+  get publisherId(): string { return this.#m.publisherId; }
+  get publisherSeq(): number | undefined { return this.#m.publisherSeq; }
+  /** ISO time. */
+  get publishedAt(): string { return this.#m.publishedAt; }
+  /** 1 on first delivery, +1 on each redelivery. */
+  get deliveryAttempt(): number { return this.#m.deliveryAttempt; }
   get queue(): string { return this.#sink.queue; }
   get subscription(): string { return this.#sink.subscription; }
   /** Whether ack or nack was called. */
@@ -55,19 +48,19 @@ export class Message {
   ack(): void {
     if (this.#settled) return;
     this.#settled = true;
-    this.#sink.ack(this.id);
+    this.#sink.ack(this.#m.id);
   }
 
   /** Gives the message back: it is delivered again after `delayMs`. */
   nack(delayMs = 0): void {
     if (this.#settled) return;
     this.#settled = true;
-    this.#sink.nack(this.id, delayMs);
+    this.#sink.nack(this.#m.id, delayMs);
   }
 
   /** Moves the ack deadline to `ackDeadlineMs` from now (REST: the WebSocket has no extend). */
   async extend(ackDeadlineMs: number, opts?: CallOptions): Promise<boolean> {
-    const r = await this.#sink.extend([this.id], ackDeadlineMs, opts);
+    const r = await this.#sink.extend([this.#m.id], ackDeadlineMs, opts);
     return r.extended === 1;
   }
 
@@ -81,13 +74,6 @@ export class Message {
     return this.encoding === 'base64' ? decoder.decode(fromBase64(this.data)) : this.data;
   }
 
-  toJSON(): WireMessage {
-    const o: WireMessage = {
-      id: this.id, seq: this.seq, data: this.data, encoding: this.encoding, attributes: this.attributes,
-      publisherId: this.publisherId, publishedAt: this.publishedAt, deliveryAttempt: this.deliveryAttempt,
-    };
-    if (this.key !== undefined) o.key = this.key;
-    if (this.publisherSeq !== undefined) o.publisherSeq = this.publisherSeq;
-    return o;
-  }
+  /** The message as delivered (API.md's Message). */
+  toJSON(): WireMessage { return this.#m; }
 }

@@ -7,7 +7,7 @@ import type { CallOptions, MessageId, PublishInput, PublisherState } from './typ
 export interface BatchOptions {
   /** Messages a batch (1..1000; default 1000, the server's limit). */
   maxMessages?: number;
-  /** JSON characters a batch (default 1 MiB). */
+  /** JSON characters a batch (default 64 KiB: frames stay clear of V8's 128 KiB large-object strings). */
   maxBytes?: number;
   /** How long the first message of a batch waits for others (ms). 0 (default): the next turn of the loop. */
   lingerMs?: number;
@@ -61,6 +61,12 @@ export interface PublishHost {
   readonly ready: boolean;
   readonly epoch: string | undefined;
   readonly timeoutMs: number;
+  /**
+   * A clock read at each sweep (never behind Date.now() by more than a sweep period). Deadlines
+   * of publish calls are computed from it with one period added: a call may time out up to one
+   * period late, never early, and no call reads the system clock.
+   */
+  readonly clock: number;
   readonly batch: Required<BatchOptions>;
   readonly sequence: boolean;
   /** Connects if not yet connected; lanes are pumped again once ready. */
@@ -76,29 +82,37 @@ export interface PublishHost {
 }
 
 /** One `publish()` call: its messages, pre-encoded, and its promise. */
+/** One `publish()` call: how many messages, and its promise. The messages themselves sit in the lane. */
+/** How a call's queued items are turned into message JSON when a batch is built. */
+const PREFIX = 0; // '{"data":…' without the closing brace: publisherSeq and '}' are appended
+const PLAIN = 1; // the caller's text itself, which JSON carries as it is (the hot path: no string made per call)
+const FINAL = 2; // complete message JSON, publisherSeq included (re-sends of retained messages)
+
 class Call {
-  /** Each message's JSON without its closing brace (publisherSeq is appended when sent). */
-  jsons: string[];
-  count: number;
-  bytes: number;
-  /** publisherSeq of the first message; 0 until first sent, then fixed for every re-send. */
-  firstSeq = 0;
+  readonly count: number;
+  readonly kind: number;
+  /** For the publisher's bound (JSON characters, estimated at encoding). */
+  readonly bytes: number;
   readonly single: boolean;
+  /** publisherSeq of the first message (0: not numbered yet); the others follow it. */
+  firstSeq = 0;
+  /** Re-sends of retained messages: their publisherSeqs, which need not be consecutive. */
+  seqs: number[] | undefined = undefined;
   resolve: ((v: MessageId | MessageId[]) => void) | undefined = undefined;
   reject: ((e: unknown) => void) | undefined = undefined;
   deadline = 0;
-  /** The promise is settled (answered, timed out, refused); the messages may still be sent. */
+  /** The promise is settled (answered, timed out, refused); the messages may still be in flight. */
   settled = false;
-  /** Dropped before it was ever sent. */
+  /** Was in a batch at least once (so it may have been stored). */
+  sent = false;
+  /** Withdrawn before it was ever sent. */
   cancelled = false;
-  /** The epoch it was accepted in (repeatable publishers keep it until safe). */
-  epoch: string | undefined = undefined;
 
-  constructor(jsons: string[], bytes: number, single: boolean) {
-    this.jsons = jsons;
-    this.count = jsons.length;
+  constructor(count: number, bytes: number, single: boolean, kind: number) {
+    this.count = count;
     this.bytes = bytes;
     this.single = single;
+    this.kind = kind;
   }
 
   settle(err: unknown): void {
@@ -110,23 +124,57 @@ class Call {
   }
 }
 
+/** Messages of one accepted batch that a repeatable publisher keeps until they are safe. */
+interface Retained {
+  msgs: string[];
+  seqs: number[];
+  head: number;
+  /** Bytes of the messages from `head` on (released in proportion, the remainder last). */
+  bytes: number;
+  epoch: string | undefined;
+}
+
+/** A batch on the wire. */
+interface Batch {
+  calls: Call[];
+  msgs: string[];
+}
+
 const MAX_BATCH = 1000;
+
+/** The resolve and reject of the promise made last (see Publisher.publish). */
+const captured: { resolve: ((v: MessageId | MessageId[]) => void) | undefined; reject: ((e: unknown) => void) | undefined } = { resolve: undefined, reject: undefined };
+const capture = (resolve: (v: MessageId | MessageId[]) => void, reject: (e: unknown) => void): void => {
+  captured.resolve = resolve;
+  captured.reject = reject;
+};
+/** Per-message allowance for the envelope and the publisherSeq in the byte estimate. */
+const MESSAGE_OVERHEAD = 24;
+/** The same for a plain text message, whose `{"data":"…"` is not in its length. */
+const PLAIN_OVERHEAD = MESSAGE_OVERHEAD + 10;
 
 function checkString(v: unknown, what: string): string {
   if (typeof v !== 'string') throw new SpillwayClientError('INVALID_ARGUMENT', `${what} must be a string`);
   return v;
 }
 
-/** One message as JSON without the closing brace. Cost: one string per message. */
+/** Text that JSON carries as it is (no quote, backslash, control character or surrogate). */
+const PLAIN_TEXT = /^[^"\\\u0000-\u001f\u2028\u2029\ud800-\udfff]*$/;
+
+const isPlain = (s: string): boolean => s.length <= 4096 && PLAIN_TEXT.test(s);
+/** A JSON string literal; plain text is only quoted, not copied by JSON.stringify. */
+const quote = (s: string): string => (isPlain(s) ? '"' + s + '"' : JSON.stringify(s));
+
+/** One message as JSON without its closing brace (the lane adds publisherSeq). Cost: one string per message. */
 function encodeMessage(m: PublishInput, i: number): string {
-  if (typeof m === 'string') return '{"data":' + JSON.stringify(m);
+  if (typeof m === 'string') return '{"data":' + quote(m);
   if (ArrayBuffer.isView(m)) return '{"data":"' + toBase64(m as Uint8Array) + '","encoding":"base64"';
   if (typeof m !== 'object' || m === null) throw new SpillwayClientError('INVALID_ARGUMENT', `message ${i}: a string, bytes or {data, attributes?, key?}`, { details: { index: i } });
   let s: string;
   const d = m.data;
   if (typeof d === 'string') {
     if (m.encoding === 'base64') s = '{"data":' + JSON.stringify(d) + ',"encoding":"base64"';
-    else if (m.encoding === undefined || m.encoding === 'utf8') s = '{"data":' + JSON.stringify(d);
+    else if (m.encoding === undefined || m.encoding === 'utf8') s = '{"data":' + quote(d);
     else throw new SpillwayClientError('INVALID_ARGUMENT', `message ${i}: encoding must be "utf8" or "base64"`, { details: { index: i, field: 'encoding' } });
   } else if (ArrayBuffer.isView(d)) {
     s = '{"data":"' + toBase64(d as Uint8Array) + '","encoding":"base64"';
@@ -143,25 +191,21 @@ function encodeMessage(m: PublishInput, i: number): string {
   return s;
 }
 
-/** Messages as JSON texts (for REST bodies: transactions). */
-export function encodeMessages(input: PublishInput | readonly PublishInput[]): string[] {
-  return makeCall(input).jsons.map((j) => j + '}');
-}
-
-function makeCall(input: PublishInput | readonly PublishInput[]): Call {
+/** A publish call's messages, encoded (without closing braces): a string for one, an array for several. */
+function encode(input: PublishInput | readonly PublishInput[]): string | string[] {
   if (Array.isArray(input)) {
     if (input.length > MAX_BATCH) throw new SpillwayClientError('INVALID_ARGUMENT', `at most ${MAX_BATCH} messages a publish call (got ${input.length})`);
-    const jsons = new Array<string>(input.length);
-    let bytes = 0;
-    for (let i = 0; i < input.length; i++) {
-      const j = encodeMessage(input[i] as PublishInput, i);
-      jsons[i] = j;
-      bytes += j.length + 24;
-    }
-    return new Call(jsons, bytes, false);
+    const raw = new Array<string>(input.length);
+    for (let i = 0; i < input.length; i++) raw[i] = encodeMessage(input[i] as PublishInput, i);
+    return raw;
   }
-  const j = encodeMessage(input as PublishInput, 0);
-  return new Call([j], j.length + 24, true);
+  return encodeMessage(input as PublishInput, 0);
+}
+
+/** Messages as JSON texts (for REST bodies: transactions). */
+export function encodeMessages(input: PublishInput | readonly PublishInput[]): string[] {
+  const e = encode(input);
+  return typeof e === 'string' ? [e + '}'] : e.map((j) => j + '}');
 }
 
 /**
@@ -169,6 +213,10 @@ function makeCall(input: PublishInput | readonly PublishInput[]): Call {
  * publisherSeqs must reach the server in order, and a refused batch (429) must not be
  * overtaken by a later one that is accepted, or its re-send would count as a duplicate.
  * What comes in while a batch is out makes the next batch, so batches grow with the load.
+ *
+ * Queued items (see Call.kind) sit in one array, in order, next to the calls that own them.
+ * A batch is a run of them, numbered when first sent and written into one frame by one string
+ * builder; the same items and numbers serve every re-send.
  */
 class Lane implements WsRequest {
   readonly queue: string;
@@ -176,15 +224,21 @@ class Lane implements WsRequest {
   readonly #host: PublishHost;
   /** `,"queue":…,"publisherId":…,"messages":[`, made once. */
   readonly #tail: string;
-  #pending: Call[] = [];
-  #head = 0;
+  readonly #seqMode: boolean;
+  #msgs: string[] = [];
+  #mHead = 0;
+  #calls: Call[] = [];
+  #cHead = 0;
+  /** Queued, not cancelled. */
   #pendMsgs = 0;
   #pendBytes = 0;
-  #inflight: Call[] | undefined = undefined;
-  #inflightMsgs = 0;
+  /** Cancelled calls still in #calls (their messages are skipped when batching). */
+  #cancelled = 0;
+  #inflight: Batch | undefined = undefined;
   deadline = 0;
-  #retained: Call[] = [];
+  #retained: Retained[] = [];
   #rHead = 0;
+  #retainedMsgs = 0;
   #nextSeq = 1;
   #seqKnown: boolean;
   #seqLoading = false;
@@ -198,11 +252,12 @@ class Lane implements WsRequest {
     this.queue = queue;
     this.#seqKnown = seqKnown;
     const pid = pub.publisherId;
+    this.#seqMode = host.sequence && pid !== undefined;
     this.#tail = ',"queue":' + JSON.stringify(queue) + (pid === undefined ? '' : ',"publisherId":' + JSON.stringify(pid)) + ',"messages":[';
   }
 
   get idle(): boolean { return this.#inflight === undefined && this.#pendMsgs === 0; }
-  get retainedCount(): number { return this.#retained.length - this.#rHead; }
+  get retainedCount(): number { return this.#retainedMsgs; }
 
   status(): LaneStatus {
     const r = this.#restriction;
@@ -212,14 +267,17 @@ class Lane implements WsRequest {
         : this.#inflight !== undefined ? 'sending'
           : this.#pendMsgs > 0 ? (this.#host.ready ? 'queued' : 'disconnected') : 'idle',
       pendingMessages: this.#pendMsgs,
-      inFlightMessages: this.#inflightMsgs,
-      retainedMessages: this.#retained.slice(this.#rHead).reduce((n, c) => n + c.count, 0),
+      inFlightMessages: this.#inflight?.msgs.length ?? 0,
+      retainedMessages: this.#retainedMsgs,
       ...(r !== undefined ? { restrictedReason: r.reason, retryAt: r.retryAt } : {}),
     };
   }
 
-  enqueue(c: Call): void {
-    this.#pending.push(c);
+  /** Queues a call's items (see Call.kind); they are numbered when first sent. */
+  enqueue(c: Call, raw: string | string[]): void {
+    if (typeof raw === 'string') this.#msgs.push(raw);
+    else for (let i = 0; i < raw.length; i++) this.#msgs.push(raw[i]!);
+    this.#calls.push(c);
     this.#pendMsgs += c.count;
     this.#pendBytes += c.bytes;
     this.kick();
@@ -252,69 +310,125 @@ class Lane implements WsRequest {
   pump(): void {
     const host = this.#host;
     if (this.#inflight !== undefined || this.#retry !== undefined || !host.ready || this.#pendMsgs === 0) return;
-    const seq = host.sequence && this.#pub.publisherId !== undefined;
+    const seq = this.#seqMode;
     if (seq && !this.#seqKnown) {
       this.#loadSeq();
       return;
     }
     const b = host.batch;
-    const pending = this.#pending;
-    const calls: Call[] = [];
-    const parts: string[] = [];
-    let msgs = 0;
+    const calls = this.#calls;
+    const msgs = this.#msgs;
+    const batchCalls: Call[] = [];
+    const start = this.#mHead;
+    let ci = this.#cHead;
+    let mi = start;
+    let n = 0;
     let bytes = 0;
-    while (this.#head < pending.length) {
-      const c = pending[this.#head]!;
+    // Copied message by message only when cancelled calls sit in the range; else one slice.
+    let out: string[] | undefined;
+    while (ci < calls.length) {
+      const c = calls[ci]!;
       if (c.cancelled) {
-        pending[this.#head++] = undefined as unknown as Call;
+        out ??= msgs.slice(start, mi);
+        this.#cancelled--;
+        calls[ci++] = undefined as unknown as Call;
+        mi += c.count;
         continue;
       }
-      if (calls.length > 0 && (msgs + c.count > b.maxMessages || bytes + c.bytes > b.maxBytes)) break;
-      pending[this.#head++] = undefined as unknown as Call;
-      calls.push(c);
-      msgs += c.count;
-      bytes += c.bytes;
-      const js = c.jsons;
-      if (seq) {
-        if (c.firstSeq === 0) {
-          c.firstSeq = this.#nextSeq;
-          this.#nextSeq += c.count;
-        }
-        for (let i = 0; i < js.length; i++) parts.push(js[i] + ',"publisherSeq":' + (c.firstSeq + i) + '}');
-      } else {
-        for (let i = 0; i < js.length; i++) parts.push(js[i] + '}');
+      if (batchCalls.length > 0 && (n + c.count > b.maxMessages || bytes + c.bytes > b.maxBytes)) break;
+      batchCalls.push(c);
+      c.sent = true;
+      if (c.firstSeq === 0 && seq) {
+        c.firstSeq = this.#nextSeq;
+        this.#nextSeq += c.count;
       }
+      n += c.count;
+      bytes += c.bytes;
+      if (out !== undefined) for (let k = 0; k < c.count; k++) out.push(msgs[mi + k]!);
+      calls[ci++] = undefined as unknown as Call;
+      mi += c.count;
     }
-    if (this.#head === pending.length) {
-      pending.length = 0;
-      this.#head = 0;
-    }
-    if (calls.length === 0) return;
-    this.#pendMsgs -= msgs;
+    const batchMsgs = out ?? msgs.slice(start, mi);
+    this.#cHead = ci;
+    this.#mHead = mi;
+    this.#compact();
+    if (batchCalls.length === 0) return;
+    this.#pendMsgs -= n;
     this.#pendBytes -= bytes;
-    this.#inflight = calls;
-    this.#inflightMsgs = msgs;
+    this.#inflight = { calls: batchCalls, msgs: batchMsgs };
     this.deadline = Date.now() + host.timeoutMs;
     const ref = host.track(this);
-    host.send('{"op":"publish","ref":' + ref + this.#tail + parts.join(',') + ']}');
+    host.send(this.#frame(ref, batchCalls, batchMsgs, seq));
+  }
+
+  /** The publish frame of a batch, built in one string builder (one flat copy when it is sent). */
+  #frame(ref: number, calls: Call[], msgs: string[], seq: boolean): string {
+    let s = '{"op":"publish","ref":' + ref + this.#tail;
+    let mi = 0;
+    for (let ci = 0; ci < calls.length; ci++) {
+      const c = calls[ci]!;
+      const kind = c.kind;
+      const seqs = c.seqs;
+      for (let k = 0; k < c.count; k++) {
+        const m = msgs[mi]!;
+        if (mi++ > 0) s += ',';
+        if (kind === FINAL) {
+          s += m;
+          continue;
+        }
+        s += kind === PLAIN ? '{"data":"' + m + '"' : m;
+        s += seq ? ',"publisherSeq":' + (seqs === undefined ? c.firstSeq + k : seqs[k]!) + '}' : '}';
+      }
+    }
+    return s + ']}';
+  }
+
+  /** Complete message JSON of a batch's items (kept by repeatable publishers for re-sends). */
+  #finals(calls: Call[], msgs: string[], seq: boolean): string[] {
+    const out = new Array<string>(msgs.length);
+    let mi = 0;
+    for (const c of calls) {
+      for (let k = 0; k < c.count; k++, mi++) {
+        const m = msgs[mi]!;
+        if (c.kind === FINAL) out[mi] = m;
+        else {
+          const head = c.kind === PLAIN ? '{"data":"' + m + '"' : m;
+          out[mi] = head + (seq ? ',"publisherSeq":' + (c.seqs === undefined ? c.firstSeq + k : c.seqs[k]!) + '}' : '}');
+        }
+      }
+    }
+    return out;
+  }
+
+  #compact(): void {
+    if (this.#cHead === this.#calls.length) {
+      this.#calls.length = 0;
+      this.#msgs.length = 0;
+      this.#cHead = this.#mHead = 0;
+    } else if (this.#cHead >= 1024 && this.#cHead * 2 >= this.#calls.length) {
+      this.#calls = this.#calls.slice(this.#cHead);
+      this.#msgs = this.#msgs.slice(this.#mHead);
+      this.#cHead = this.#mHead = 0;
+    }
   }
 
   // --- answers (WsRequest) ---------------------------------------------------------
 
   answer(f: Frame): void {
-    const calls = this.#inflight;
-    if (calls === undefined) return;
+    const batch = this.#inflight;
+    if (batch === undefined) return;
     this.#inflight = undefined;
-    this.#inflightMsgs = 0;
     const ids = f.ids as MessageId[];
     let off = 0;
-    for (const c of calls) {
+    let bytes = 0;
+    for (const c of batch.calls) {
       if (!c.settled) {
         c.settled = true;
         c.resolve!(c.single ? ids[off] ?? null : ids.slice(off, off + c.count));
       }
       c.resolve = c.reject = undefined;
       off += c.count;
+      bytes += c.bytes;
     }
     const r = this.#restriction;
     if (r !== undefined) {
@@ -322,30 +436,29 @@ class Lane implements WsRequest {
       this.#host.resumed({ queue: this.queue, publisherId: this.#pub.publisherId, waitedMs: Date.now() - r.since });
     }
     if (this.#pub.repeatable) {
-      const epoch = this.#host.epoch;
-      for (const c of calls) {
-        c.epoch = epoch;
-        this.#retained.push(c);
+      const seqs = new Array<number>(off);
+      let i = 0;
+      for (const c of batch.calls) {
+        if (c.seqs !== undefined) for (const s of c.seqs) seqs[i++] = s;
+        else for (let k = 0; k < c.count; k++) seqs[i++] = c.firstSeq + k;
       }
+      this.#retained.push({ msgs: this.#finals(batch.calls, batch.msgs, this.#seqMode), seqs, head: 0, bytes, epoch: this.#host.epoch });
+      this.#retainedMsgs += off;
       this.#pub.retainedAdded();
     } else {
-      let n = 0;
-      let b = 0;
-      for (const c of calls) { n += c.count; b += c.bytes; }
-      this.#pub.release(n, b);
+      this.#pub.release(off, bytes);
     }
     this.pump();
     if (this.idle) this.#pub.laneIdle();
   }
 
   fail(err: SpillwayClientError): void {
-    const calls = this.#inflight;
-    if (calls === undefined) return;
+    const batch = this.#inflight;
+    if (batch === undefined) return;
     this.#inflight = undefined;
-    this.#inflightMsgs = 0;
     if (err.code === 'PUBLISHER_RESTRICTED' || err.code === 'SHUTTING_DOWN') {
-      // Nothing was stored: the same batch goes again (with the same publisherSeqs) after the wait.
-      this.#requeue(calls);
+      // Nothing was stored: the same messages go again (same publisherSeqs) after the wait.
+      this.#requeue(batch.calls, batch.msgs);
       const ms = Math.max(1, err.retryAfterMs ?? 1000);
       const now = Date.now();
       const reason = typeof err.details.reason === 'string' ? err.details.reason : err.code === 'SHUTTING_DOWN' ? 'shutting down' : 'restricted';
@@ -360,31 +473,31 @@ class Lane implements WsRequest {
     }
     // A batch is all or nothing: when the error names one message, only its call is refused.
     const idx = err.details.index;
-    let refused = calls;
-    if (typeof idx === 'number' && calls.length > 1) {
+    if (typeof idx === 'number' && batch.calls.length > 1) {
       let off = 0;
-      for (const c of calls) {
+      for (const c of batch.calls) {
         if (idx < off + c.count) {
-          refused = [c];
           err.details.index = idx - off;
+          const rest = batch.calls.filter((x) => x !== c);
+          this.#requeue(rest, batch.msgs.slice(0, off).concat(batch.msgs.slice(off + c.count)));
+          this.#refuse([c], err);
           break;
         }
         off += c.count;
       }
-      if (refused !== calls) this.#requeue(calls.filter((c) => c !== refused[0]));
+    } else {
+      this.#refuse(batch.calls, err);
     }
-    this.#refuse(refused, err);
     this.pump();
     if (this.idle) this.#pub.laneIdle();
   }
 
   lost(): void {
-    const calls = this.#inflight;
-    if (calls === undefined) return;
+    const batch = this.#inflight;
+    if (batch === undefined) return;
     this.#inflight = undefined;
-    this.#inflightMsgs = 0;
     // The outcome is unknown: send them again with the same publisherSeqs (duplicates are dropped).
-    this.#requeue(calls);
+    this.#requeue(batch.calls, batch.msgs);
   }
 
   expired(): void {
@@ -398,17 +511,21 @@ class Lane implements WsRequest {
     if (this.#inflight === undefined) this.kick();
   };
 
-  #requeue(calls: Call[]): void {
+  /** Puts calls and their messages back at the head of the queue, in order. */
+  #requeue(calls: Call[], msgs: string[]): void {
     for (const c of calls) {
       this.#pendMsgs += c.count;
       this.#pendBytes += c.bytes;
     }
-    if (this.#head >= calls.length) {
-      this.#head -= calls.length;
-      for (let i = 0; i < calls.length; i++) this.#pending[this.#head + i] = calls[i]!;
+    if (this.#cHead >= calls.length && this.#mHead >= msgs.length) {
+      this.#cHead -= calls.length;
+      this.#mHead -= msgs.length;
+      for (let i = 0; i < calls.length; i++) this.#calls[this.#cHead + i] = calls[i]!;
+      for (let i = 0; i < msgs.length; i++) this.#msgs[this.#mHead + i] = msgs[i]!;
     } else {
-      this.#pending = calls.concat(this.#pending.slice(this.#head));
-      this.#head = 0;
+      this.#calls = calls.concat(this.#calls.slice(this.#cHead));
+      this.#msgs = msgs.concat(this.#msgs.slice(this.#mHead));
+      this.#cHead = this.#mHead = 0;
     }
   }
 
@@ -453,11 +570,14 @@ class Lane implements WsRequest {
     });
   }
 
+  /** Removes every queued (not cancelled) call. */
   #takePending(): Call[] {
-    const out = this.#pending.slice(this.#head).filter((c) => !c.cancelled);
-    this.#pending = [];
-    this.#head = 0;
+    const out = this.#calls.slice(this.#cHead).filter((c) => !c.cancelled);
+    this.#calls = [];
+    this.#msgs = [];
+    this.#cHead = this.#mHead = 0;
     this.#pendMsgs = this.#pendBytes = 0;
+    this.#cancelled = 0;
     return out;
   }
 
@@ -465,57 +585,64 @@ class Lane implements WsRequest {
 
   /** Times out the calls whose deadline passed (called by the client's single sweep timer). */
   sweep(now: number): void {
-    const pending = this.#pending;
-    for (let i = this.#head; i < pending.length; i++) {
-      const c = pending[i]!;
+    const calls = this.#calls;
+    for (let i = this.#cHead; i < calls.length; i++) {
+      const c = calls[i]!;
       if (c.settled || c.deadline > now) continue;
-      if (c.firstSeq === 0) {
+      if (!c.sent) {
         // Never sent: withdraw it.
         c.cancelled = true;
+        this.#cancelled++;
         this.#pendMsgs -= c.count;
         this.#pendBytes -= c.bytes;
         this.#pub.release(c.count, c.bytes);
       }
       c.settle(timeoutError(`publish to ${this.queue}`, this.#host.timeoutMs));
     }
-    const inflight = this.#inflight;
-    if (inflight !== undefined) {
+    const batch = this.#inflight;
+    if (batch !== undefined) {
       // Sent and unanswered: the caller is told, the batch stays (its outcome is still to come).
-      for (const c of inflight) if (!c.settled && c.deadline <= now) c.settle(timeoutError(`publish to ${this.queue}`, this.#host.timeoutMs));
+      for (const c of batch.calls) if (!c.settled && c.deadline <= now) c.settle(timeoutError(`publish to ${this.queue}`, this.#host.timeoutMs));
     }
-    if (this.idle) this.#pub.laneIdle();
+    if (this.idle) {
+      if (this.#cancelled > 0) this.#takePending();
+      this.#pub.laneIdle();
+    }
   }
 
   /** Forgets what the server reports safe (acked by every subscription) in `epoch`. */
   trim(epoch: string, safeSeq: number): void {
-    const r = this.#retained;
+    const list = this.#retained;
     let n = 0;
     let b = 0;
-    while (this.#rHead < r.length) {
-      const c = r[this.#rHead]!;
-      if (c.epoch !== epoch || c.firstSeq > safeSeq) break;
-      const last = c.firstSeq + c.count - 1;
-      if (last <= safeSeq) {
-        r[this.#rHead++] = undefined as unknown as Call;
-        n += c.count;
-        b += c.bytes;
+    while (this.#rHead < list.length) {
+      const r = list[this.#rHead]!;
+      if (r.epoch !== epoch) break;
+      const left = r.seqs.length - r.head;
+      let k = 0;
+      while (r.head + k < r.seqs.length && r.seqs[r.head + k]! <= safeSeq) k++;
+      if (k === 0) break;
+      if (k === left) {
+        n += k;
+        b += r.bytes;
+        list[this.#rHead++] = undefined as unknown as Retained;
         continue;
       }
-      const k = safeSeq - c.firstSeq + 1;
-      const part = Math.round((c.bytes * k) / c.count);
-      c.jsons = c.jsons.slice(k);
-      c.firstSeq += k;
-      c.count -= k;
-      c.bytes -= part;
+      const part = Math.floor((r.bytes * k) / left);
+      r.head += k;
+      r.bytes -= part;
       n += k;
       b += part;
       break;
     }
-    if (this.#rHead === r.length) {
-      r.length = 0;
+    if (this.#rHead === list.length) {
+      list.length = 0;
       this.#rHead = 0;
     }
-    if (n > 0) this.#pub.release(n, b);
+    if (n > 0) {
+      this.#retainedMsgs -= n;
+      this.#pub.release(n, b);
+    }
   }
 
   /** Everything retained from `epoch` is safe (the server no longer knows the publisher: it held nothing). */
@@ -523,13 +650,14 @@ class Lane implements WsRequest {
 
   /** The queue is gone: what was retained for it can never be delivered. */
   dropRetained(err: SpillwayClientError): void {
-    const r = this.#retained.slice(this.#rHead);
+    const list = this.#retained.slice(this.#rHead);
     this.#retained = [];
     this.#rHead = 0;
-    if (r.length === 0) return;
-    let n = 0;
+    if (list.length === 0) return;
     let b = 0;
-    for (const c of r) { n += c.count; b += c.bytes; }
+    for (const r of list) b += r.bytes;
+    const n = this.#retainedMsgs;
+    this.#retainedMsgs = 0;
     this.#host.reportError(err);
     this.#pub.release(n, b);
   }
@@ -540,10 +668,21 @@ class Lane implements WsRequest {
    */
   ready(epochChanged: boolean): void {
     if (epochChanged && this.#rHead < this.#retained.length) {
-      const back = this.#retained.slice(this.#rHead);
+      const list = this.#retained.slice(this.#rHead);
       this.#retained = [];
       this.#rHead = 0;
-      this.#requeue(back);
+      this.#retainedMsgs = 0;
+      const calls: Call[] = [];
+      let msgs: string[] = [];
+      for (const r of list) {
+        const c = new Call(r.seqs.length - r.head, r.bytes, false, FINAL);
+        c.seqs = r.seqs.slice(r.head);
+        c.firstSeq = c.seqs[0]!;
+        c.settled = c.sent = true;
+        calls.push(c);
+        msgs = msgs.concat(r.head === 0 ? r.msgs : r.msgs.slice(r.head));
+      }
+      this.#requeue(calls, msgs);
     }
     this.pump();
     if (this.#inflight === undefined) this.kick();
@@ -555,9 +694,8 @@ class Lane implements WsRequest {
       clearTimeout(this.#retry);
       this.#retry = undefined;
     }
-    const calls = [...(this.#inflight ?? []), ...this.#takePending()];
+    const calls = [...(this.#inflight?.calls ?? []), ...this.#takePending()];
     this.#inflight = undefined;
-    this.#inflightMsgs = 0;
     let n = 0;
     let b = 0;
     for (const c of calls) {
@@ -605,7 +743,7 @@ export class Publisher {
   readonly #seqKnown: boolean;
   #messages = 0;
   #bytes = 0;
-  #waiters: { lane: Lane; call: Call }[] = [];
+  #waiters: { lane: Lane; call: Call; raw: string | string[] }[] = [];
   #idleWaiters: (() => void)[] = [];
   #emptyWaiters: (() => void)[] = [];
   #poll: ReturnType<typeof setTimeout> | undefined = undefined;
@@ -633,22 +771,37 @@ export class Publisher {
   publish(queue: string, input: PublishInput | readonly PublishInput[], opts?: CallOptions): Promise<MessageId | MessageId[]>;
   publish(queue: string, input: PublishInput | readonly PublishInput[], opts?: CallOptions): Promise<MessageId | MessageId[]> {
     if (this.#closed) return Promise.reject(closedError('the publisher is closed'));
+    let raw: string | string[];
     let call: Call;
     try {
       if (typeof queue !== 'string' || queue.length === 0) throw new SpillwayClientError('INVALID_ARGUMENT', 'queue must be a non-empty string');
-      call = makeCall(input);
+      if (typeof input === 'string' && isPlain(input)) {
+        // The hot path: the text is queued as it is; its JSON is written once, into the batch's frame.
+        raw = input;
+        call = new Call(1, input.length + PLAIN_OVERHEAD, true, PLAIN);
+      } else {
+        raw = encode(input);
+        if (typeof raw === 'string') {
+          call = new Call(1, raw.length + MESSAGE_OVERHEAD, true, PREFIX);
+        } else {
+          if (raw.length === 0) return Promise.resolve([]);
+          let bytes = 0;
+          for (let i = 0; i < raw.length; i++) bytes += raw[i]!.length + MESSAGE_OVERHEAD;
+          call = new Call(raw.length, bytes, false, PREFIX);
+        }
+      }
     } catch (err) {
       return Promise.reject(err);
     }
-    if (call.count === 0) return Promise.resolve([]);
-    call.deadline = Date.now() + (opts?.timeoutMs ?? this.#host.timeoutMs);
+    call.deadline = this.#host.clock + (opts?.timeoutMs ?? this.#host.timeoutMs);
     const lane = this.#lane(queue);
-    return new Promise<MessageId | MessageId[]>((resolve, reject) => {
-      call.resolve = resolve;
-      call.reject = reject;
-      if (this.#waiters.length === 0 && this.#fits(call)) this.#admit(lane, call);
-      else this.#waiters.push({ lane, call });
-    });
+    // One shared executor: no closure allocated per call.
+    const p = new Promise<MessageId | MessageId[]>(capture);
+    call.resolve = captured.resolve;
+    call.reject = captured.reject;
+    if (this.#waiters.length === 0 && this.#fits(call)) this.#admit(lane, call, raw);
+    else this.#waiters.push({ lane, call, raw });
+    return p;
   }
 
   /** Resolves when nothing is queued or unanswered (and, repeatable, everything is safe). */
@@ -691,7 +844,7 @@ export class Publisher {
 
   sweep(now: number): void {
     if (this.#waiters.length > 0) {
-      const keep: { lane: Lane; call: Call }[] = [];
+      const keep: { lane: Lane; call: Call; raw: string | string[] }[] = [];
       for (const w of this.#waiters) {
         if (w.call.deadline <= now) w.call.settle(timeoutError(`publish to ${w.lane.queue} (waiting for room)`, this.#host.timeoutMs));
         else keep.push(w);
@@ -706,7 +859,7 @@ export class Publisher {
     this.#bytes -= bytes;
     while (this.#waiters.length > 0 && this.#fits(this.#waiters[0]!.call)) {
       const w = this.#waiters.shift()!;
-      this.#admit(w.lane, w.call);
+      this.#admit(w.lane, w.call, w.raw);
     }
     if (this.#messages === 0 && this.#emptyWaiters.length > 0) for (const w of this.#emptyWaiters.splice(0)) w();
   }
@@ -735,11 +888,11 @@ export class Publisher {
     return this.#messages === 0 || (this.#messages + c.count <= this.#maxMessages && this.#bytes + c.bytes <= this.#maxBytes);
   }
 
-  #admit(lane: Lane, c: Call): void {
+  #admit(lane: Lane, c: Call, raw: string | string[]): void {
     if (c.settled) return;
     this.#messages += c.count;
     this.#bytes += c.bytes;
-    lane.enqueue(c);
+    lane.enqueue(c, raw);
   }
 
   #allIdle(): boolean {

@@ -13,7 +13,7 @@ const g = globalThis as unknown as {
   };
   btoa?: (s: string) => string;
   atob?: (s: string) => string;
-  crypto?: { getRandomValues<T extends Uint8Array>(a: T): T };
+  crypto?: { getRandomValues<T extends ArrayBufferView>(a: T): T };
 };
 
 /** Runs `fn` on the next turn of the event loop (after I/O), not in this microtask run. */
@@ -72,13 +72,12 @@ export function fromBase64(text: string): Uint8Array {
 const encoder = new TextEncoder();
 export const utf8Bytes = (s: string): Uint8Array => encoder.encode(s);
 
+/** `prefix` and 64 random bits in base36 (14 characters): short, since it travels in every message. */
 export function randomId(prefix: string): string {
-  const a = new Uint8Array(8);
+  const a = new Uint32Array(2);
   if (g.crypto !== undefined) g.crypto.getRandomValues(a);
-  else for (let i = 0; i < a.length; i++) a[i] = Math.floor(Math.random() * 256);
-  let hex = '';
-  for (const b of a) hex += b.toString(16).padStart(2, '0');
-  return prefix + hex;
+  else for (let i = 0; i < a.length; i++) a[i] = Math.floor(Math.random() * 0x100000000);
+  return prefix + a[0]!.toString(36).padStart(7, '0') + a[1]!.toString(36).padStart(7, '0');
 }
 
 type Listener<T> = (payload: T) => void;

@@ -98,8 +98,8 @@ export class Subscription implements AsyncIterableIterator<Message> {
   [Symbol.asyncIterator](): this { return this; }
 
   /**
-   * Unsubscribes. Messages buffered and not yet taken are dropped (delivered again by the
-   * server); messages already taken can still be acked.
+   * Unsubscribes. Acks already made are sent first. Messages not acked by then (buffered, or
+   * taken and still being worked on) go back to the server, which delivers them again.
    */
   async close(opts: CallOptions = {}): Promise<void> {
     if (this.#end !== undefined) return;
