@@ -10,16 +10,22 @@ const CLOSE = 0x7d;
  */
 export class DeliveryBatch {
   count = 0;
+  /** Body bytes in the batch. */
+  bytes = 0;
   readonly srcs: Buffer[] = [];
   readonly starts: number[] = [];
   readonly lens: number[] = [];
   readonly attempts: number[] = [];
   readonly seqs: number[] = [];
 
-  reset(): void { this.count = 0; }
+  reset(): void {
+    this.count = 0;
+    this.bytes = 0;
+  }
 
   add(src: Buffer, start: number, len: number, attempt: number, seq: number): void {
     const i = this.count++;
+    this.bytes += len;
     this.srcs[i] = src;
     this.starts[i] = start;
     this.lens[i] = len;

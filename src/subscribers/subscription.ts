@@ -74,6 +74,11 @@ interface Waiter {
 
 /** How many messages one consumer gets per round, so competing consumers share fairly. */
 const SLICE = 512;
+/**
+ * Body bytes of one push batch: a frame stays near 64 KiB, which consumers decode fast
+ * (JavaScript engines turn text over 128 KiB into strings several times slower per byte).
+ */
+const PUSH_BYTES = 64 * 1024;
 
 export interface SubscriptionStats {
   name: string;
@@ -493,13 +498,15 @@ export class Subscription {
 
   /** Takes up to `max` messages into `batch`: redeliveries first, then first deliveries in seq order. */
   #fill(batch: DeliveryBatch, max: number, consumer: Consumer | null, autoAck: boolean, now: number): void {
+    // Push batches are bounded by bytes too (at least one message); a pull takes what it asked for.
+    const maxBytes = consumer === null ? Infinity : PUSH_BYTES;
     const maxEvents = this.config.maxEvents;
     if (autoAck && maxEvents !== undefined) max = Math.min(max, maxEvents - this.ackedEvents);
     const ring = this.#host.ring;
     const data = ring.data;
     const deadline = now + this.config.ackDeadlineMs;
     const ready = this.#ready;
-    while (batch.count < max && this.#readyHead < ready.length) {
+    while (batch.count < max && batch.bytes < maxBytes && this.#readyHead < ready.length) {
       const e = ready[this.#readyHead++]!;
       if (e.state !== READY) continue;
       this.#pendingCount--;
@@ -517,14 +524,14 @@ export class Subscription {
       ready.length = 0;
       this.#readyHead = 0;
     }
-    if (batch.count >= max || this.#fresh === 0) return;
-    if (this.#onDisk && !this.#fillFromDisk(batch, max, consumer, autoAck, now, deadline)) return;
+    if (batch.count >= max || batch.bytes >= maxBytes || this.#fresh === 0) return;
+    if (this.#onDisk && !this.#fillFromDisk(batch, max, maxBytes, consumer, autoAck, now, deadline)) return;
 
     const tail = ring.tail;
     let pos = this.#cursorPos;
     let seq = this.#cursorSeq;
     let autoAcked = 0;
-    while (batch.count < max && this.#fresh > 0 && pos !== tail) {
+    while (batch.count < max && batch.bytes < maxBytes && this.#fresh > 0 && pos !== tail) {
       pos = ring.settle(pos);
       if (pos === tail) break;
       seq = ring.seqAt(pos);
@@ -562,9 +569,9 @@ export class Subscription {
    * First deliveries from read-ahead chunks while the cursor is in the spilled range.
    * Returns true when the cursor has reached the ring (the caller goes on from there).
    */
-  #fillFromDisk(batch: DeliveryBatch, max: number, consumer: Consumer | null, autoAck: boolean, now: number, deadline: number): boolean {
+  #fillFromDisk(batch: DeliveryBatch, max: number, maxBytes: number, consumer: Consumer | null, autoAck: boolean, now: number, deadline: number): boolean {
     let autoAcked = 0;
-    while (batch.count < max && this.#fresh > 0) {
+    while (batch.count < max && batch.bytes < maxBytes && this.#fresh > 0) {
       if (this.#cursorSeq >= this.#host.spilledEndSeq) {
         this.#onDisk = false;
         this.#dropChunks();
