@@ -26,6 +26,7 @@ const { Broker } = require('../../dist');
 const { startServer } = require('../../dist/http');
 const { SpillwayClient } = require('../../dist/client');
 const { helpers } = require('../baselines');
+const { rest, openWs, closeWs, failures } = require('../lib/sockets');
 
 exports.description = 'TypeScript client: publish → subscribe 1→1 with acks, against raw WebSocket frames in the same run';
 
@@ -69,36 +70,6 @@ async function startSpillway() {
   };
 }
 
-function failures() {
-  const list = [];
-  return {
-    add(msg) { list.push(msg); },
-    get any() { return list.length > 0; },
-    check(what) { if (list.length) throw new Error(`${what}: ${list.length} failure(s), first: ${list[0]}`); },
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-// raw WebSocket frames (as bench/suites/http.js)
-
-async function openWs(url) {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  ws.removeAllListeners('error');
-  return ws;
-}
-
-async function closeWs(sockets) {
-  await Promise.all(sockets.filter(Boolean).map((ws) => {
-    if (ws.readyState === WebSocket.CLOSED) return undefined;
-    const closed = once(ws, 'close').catch(() => {});
-    ws.terminate();
-    return closed;
-  }));
-}
 
 async function rawSubscriber(wsUrl, fails) {
   const ws = await openWs(wsUrl);

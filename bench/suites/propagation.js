@@ -18,6 +18,7 @@ const { WebSocket } = require('ws');
 const { Broker } = require('../../dist');
 const { startServer } = require('../../dist/http');
 const { helpers } = require('../baselines');
+const { rest, openWs, closeWs, failures } = require('../lib/sockets');
 const { startServerProcess } = require('../lib/server-process');
 
 exports.description = 'Propagation: A → B over REST batches, delivered to a WS subscriber on B, against a WS subscriber on A';
@@ -53,45 +54,6 @@ async function startSpillway(label) {
         try { await broker.close(); } finally { rmSync(dataDir, { recursive: true, force: true }); }
       }
     },
-  };
-}
-
-async function rest(base, method, path, body, okStatus) {
-  const res = await fetch(base + path, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  if (!okStatus.includes(res.status)) throw new Error(`${method} ${path} -> ${res.status} ${text}`);
-  return text ? JSON.parse(text) : undefined;
-}
-
-async function openWs(url) {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  ws.removeAllListeners('error');
-  return ws;
-}
-
-async function closeWs(sockets) {
-  await Promise.all(sockets.filter(Boolean).map((ws) => {
-    if (ws.readyState === WebSocket.CLOSED) return undefined;
-    const closed = once(ws, 'close').catch(() => {});
-    ws.terminate();
-    return closed;
-  }));
-}
-
-function failures() {
-  const list = [];
-  return {
-    add(msg) { list.push(msg); },
-    get any() { return list.length > 0; },
-    check(what) { if (list.length) throw new Error(`${what}: ${list.length} failure(s), first: ${list[0]}`); },
   };
 }
 
