@@ -26,7 +26,7 @@ const { Broker } = require('../../dist');
 const { startServer } = require('../../dist/http');
 const { SpillwayClient } = require('../../dist/client');
 const { helpers } = require('../baselines');
-const { rest, openWs, closeWs, failures } = require('../lib/sockets');
+const { rest, openWs, closeWs, failures, subscriber, wsPublisher } = require('../lib/sockets');
 
 exports.description = 'TypeScript client: publish → subscribe 1→1 with acks, against raw WebSocket frames in the same run';
 
@@ -70,85 +70,6 @@ async function startSpillway() {
   };
 }
 
-
-async function rawSubscriber(wsUrl, fails) {
-  const ws = await openWs(wsUrl);
-  const st = { ws, count: 0, closing: false, onProgress: null };
-  const prefix = `{"op":"ack","queue":${JSON.stringify(QUEUE)},"subscription":${JSON.stringify(SUB)},"ids":`;
-  let ready;
-  const subscribed = new Promise((resolve, reject) => { ready = { resolve, reject }; });
-  ws.on('error', (err) => fails.add(`subscriber: ${err.message}`));
-  ws.on('close', (code) => { if (!st.closing) fails.add(`subscriber closed ${code}`); });
-  ws.on('message', (data) => {
-    const f = JSON.parse(data.toString());
-    if (f.op === 'messages') {
-      const msgs = f.messages;
-      const ids = new Array(msgs.length);
-      for (let i = 0; i < msgs.length; i++) ids[i] = msgs[i].id;
-      ws.send(prefix + JSON.stringify(ids) + '}');
-      st.count += msgs.length;
-      if (st.onProgress) st.onProgress();
-    } else if (f.op === 'subscribed') {
-      ready.resolve();
-    } else {
-      fails.add(`subscriber: unexpected frame ${data.toString().slice(0, 200)}`);
-      ready.reject(new Error(f.message));
-    }
-  });
-  ws.send(JSON.stringify({ op: 'subscribe', ref: 1, queue: QUEUE, subscription: SUB, prefetch: PREFETCH }));
-  await subscribed;
-  return st;
-}
-
-async function rawPublisher(wsUrl, fails, lag) {
-  const ws = await openWs(wsUrl);
-  const tail = `,"queue":${JSON.stringify(QUEUE)},"publisherId":"bench-ws","messages":${JSON.stringify(Array.from({ length: WS_BATCH }, () => ({ data: DATA })))}}`;
-  const st = { ws, sent: 0, stopped: false, closing: false, restricted: 0 };
-  let ref = 0;
-  let inFlight = 0;
-  let waiting = false;
-  let holdUntil = 0;
-  const pump = () => {
-    waiting = false;
-    while (!st.stopped && !fails.any && ws.readyState === WebSocket.OPEN && inFlight < IN_FLIGHT) {
-      if (performance.now() < holdUntil) { retryIn(Math.max(1, holdUntil - performance.now())); return; }
-      if (ws.bufferedAmount >= HIGH_WATER) { retryIn(0); return; }
-      if (lag() > MAX_LAG) return;
-      ws.send('{"op":"publish","ref":' + (++ref) + tail);
-      inFlight++;
-      st.sent += WS_BATCH;
-    }
-  };
-  const retryIn = (ms) => {
-    if (waiting) return;
-    waiting = true;
-    if (ms > 0) setTimeout(pump, ms);
-    else setImmediate(pump);
-  };
-  st.wake = () => { if (!waiting && inFlight < IN_FLIGHT && !st.stopped) pump(); };
-  ws.on('close', (code) => { if (!st.closing) fails.add(`publisher closed ${code}`); });
-  ws.on('message', (data) => {
-    const s = data.toString();
-    if (s.startsWith('{"op":"published"')) {
-      inFlight--;
-      pump();
-      return;
-    }
-    const f = JSON.parse(s);
-    if (f.op === 'error' && f.code === 'PUBLISHER_RESTRICTED') {
-      inFlight--;
-      st.sent -= WS_BATCH;
-      st.restricted++;
-      holdUntil = performance.now() + (f.retryAfterMs || 10);
-      pump();
-      return;
-    }
-    fails.add(`publisher: unexpected frame ${s.slice(0, 200)}`);
-  });
-  st.start = pump;
-  return st;
-}
-
 async function raw(ctx) {
   const seconds = helpers.benchSeconds();
   const warmup = helpers.warmupSeconds(seconds);
@@ -157,8 +78,8 @@ async function raw(ctx) {
   let sub = null;
   let pub = null;
   try {
-    sub = await rawSubscriber(srv.wsUrl, fails);
-    pub = await rawPublisher(srv.wsUrl, fails, () => pub.sent - sub.count);
+    sub = await subscriber(srv.wsUrl, SUB, fails);
+    pub = await wsPublisher(srv.wsUrl, fails, () => pub.sent - sub.count);
     sub.onProgress = () => pub.wake();
     pub.start();
     const rate = await helpers.measureRate(() => sub.count, seconds, warmup, null);

@@ -23,7 +23,7 @@ const { WebSocket } = require('ws');
 const { Broker } = require('../../dist');
 const { startServer } = require('../../dist/http');
 const { helpers } = require('../baselines');
-const { rest, openWs, closeWs, failures } = require('../lib/sockets');
+const { rest, openWs, closeWs, failures, subscriber, wsPublisher } = require('../lib/sockets');
 
 exports.description = 'HTTP + WebSocket server: single and batched REST publish, WS 1→1 / 1→4 with acks, WS latency @10k msg/s';
 
@@ -79,106 +79,7 @@ async function startSpillway(subs) {
 }
 
 
-/**
- * A WebSocket consumer of `sub` with acks: it subscribes with `prefetch`, acks each messages
- * frame with one ack frame of all its ids, and calls onMessages(messages, now) before acking.
- */
-async function subscriber(wsUrl, sub, fails, { onMessages, prefetch = PREFETCH } = {}) {
-  const ws = await openWs(wsUrl);
-  const state = { ws, count: 0, closing: false };
-  const prefix = `{"op":"ack","queue":${JSON.stringify(QUEUE)},"subscription":${JSON.stringify(sub)},"ids":`;
-  let subscribed;
-  const ready = new Promise((resolve, reject) => { subscribed = { resolve, reject }; });
-  ws.on('error', (err) => fails.add(`subscriber ${sub}: socket error ${err.message}`));
-  ws.on('close', (code, reason) => {
-    if (!state.closing) fails.add(`subscriber ${sub}: socket closed ${code} ${reason}`);
-    subscribed.reject(new Error(`subscriber ${sub}: closed before subscribed (${code} ${reason})`));
-  });
-  ws.on('message', (data) => {
-    const now = performance.now();
-    let f;
-    try {
-      f = JSON.parse(data.toString());
-    } catch (err) {
-      fails.add(`subscriber ${sub}: frame is not JSON: ${err.message}`);
-      return;
-    }
-    if (f.op === 'messages') {
-      const msgs = f.messages;
-      const ids = new Array(msgs.length);
-      for (let i = 0; i < msgs.length; i++) ids[i] = msgs[i].id;
-      if (onMessages) onMessages(msgs, now);
-      ws.send(prefix + JSON.stringify(ids) + '}');
-      state.count += msgs.length;
-      if (state.onProgress) state.onProgress();
-    } else if (f.op === 'subscribed') {
-      subscribed.resolve();
-    } else {
-      fails.add(`subscriber ${sub}: unexpected frame ${data.toString().slice(0, 300)}`);
-      if (f.op === 'error') subscribed.reject(new Error(`subscriber ${sub}: ${f.code} ${f.message}`));
-    }
-  });
-  ws.send(JSON.stringify({ op: 'subscribe', ref: 1, queue: QUEUE, subscription: sub, prefetch }));
-  await ready;
-  return state;
-}
 
-/**
- * A WebSocket publisher of WS_BATCH-message frames with a ref, keeping at most IN_FLIGHT frames
- * unanswered, pausing while bufferedAmount ≥ HIGH_WATER and while lag() > MAX_LAG.
- * PUBLISHER_RESTRICTED errors are waited out (counted); any other error fails the run.
- */
-async function wsPublisher(wsUrl, fails, lag) {
-  const ws = await openWs(wsUrl);
-  const frameTail = `,"queue":${JSON.stringify(QUEUE)},"publisherId":"bench-ws","messages":${JSON.stringify(Array.from({ length: WS_BATCH }, () => ({ data: DATA })))}}`;
-  const st = { ws, sent: 0, acked: 0, restricted: 0, stopped: false, closing: false };
-  let ref = 0;
-  let inFlight = 0;
-  let waiting = false; // a setImmediate/timeout retry is pending
-  let holdUntil = 0;
-  const pump = () => {
-    waiting = false;
-    while (!st.stopped && !fails.any && ws.readyState === WebSocket.OPEN && inFlight < IN_FLIGHT) {
-      if (performance.now() < holdUntil) { retryIn(Math.max(1, holdUntil - performance.now())); return; }
-      if (ws.bufferedAmount >= HIGH_WATER) { retryIn(0); return; }
-      if (lag() > MAX_LAG) return; // the subscribers call st.wake() as they progress
-      ws.send('{"op":"publish","ref":' + (++ref) + frameTail);
-      inFlight++;
-      st.sent += WS_BATCH;
-    }
-  };
-  const retryIn = (ms) => {
-    if (waiting) return;
-    waiting = true;
-    if (ms > 0) setTimeout(pump, ms);
-    else setImmediate(pump);
-  };
-  st.wake = () => { if (!waiting && inFlight < IN_FLIGHT && !st.stopped) pump(); };
-  ws.on('error', (err) => fails.add(`publisher: socket error ${err.message}`));
-  ws.on('close', (code, reason) => { if (!st.closing) fails.add(`publisher: socket closed ${code} ${reason}`); });
-  ws.on('message', (data) => {
-    const s = data.toString();
-    if (s.startsWith('{"op":"published"')) {
-      inFlight--;
-      st.acked += WS_BATCH;
-      pump();
-      return;
-    }
-    let f;
-    try { f = JSON.parse(s); } catch { fails.add(`publisher: frame is not JSON: ${s.slice(0, 200)}`); return; }
-    if (f.op === 'error' && f.code === 'PUBLISHER_RESTRICTED') {
-      inFlight--;
-      st.sent -= WS_BATCH;
-      st.restricted++;
-      holdUntil = performance.now() + (f.retryAfterMs || 10);
-      pump();
-      return;
-    }
-    fails.add(`publisher: unexpected frame ${s.slice(0, 300)}`);
-  });
-  st.start = pump;
-  return st;
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1./2. REST publish with autocannon

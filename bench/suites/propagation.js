@@ -18,7 +18,7 @@ const { WebSocket } = require('ws');
 const { Broker } = require('../../dist');
 const { startServer } = require('../../dist/http');
 const { helpers } = require('../baselines');
-const { rest, openWs, closeWs, failures } = require('../lib/sockets');
+const { rest, openWs, closeWs, failures, subscriber, wsPublisher } = require('../lib/sockets');
 const { startServerProcess } = require('../lib/server-process');
 
 exports.description = 'Propagation: A → B over REST batches, delivered to a WS subscriber on B, against a WS subscriber on A';
@@ -57,76 +57,7 @@ async function startSpillway(label) {
   };
 }
 
-/** A WS consumer of the default subscription with acks (one ack frame a messages frame). */
-async function subscriber(wsUrl, fails) {
-  const ws = await openWs(wsUrl);
-  const st = { ws, count: 0, closing: false, onProgress: null };
-  const prefix = `{"op":"ack","queue":"${QUEUE}","subscription":"default","ids":`;
-  let ready;
-  const subscribed = new Promise((resolve, reject) => { ready = { resolve, reject }; });
-  ws.on('error', (err) => fails.add(`subscriber: ${err.message}`));
-  ws.on('close', (code) => { if (!st.closing) fails.add(`subscriber: closed ${code}`); ready.reject(new Error(`closed ${code}`)); });
-  ws.on('message', (data) => {
-    const f = JSON.parse(data.toString());
-    if (f.op === 'messages') {
-      const ids = new Array(f.messages.length);
-      for (let i = 0; i < ids.length; i++) ids[i] = f.messages[i].id;
-      ws.send(prefix + JSON.stringify(ids) + '}');
-      st.count += ids.length;
-      if (st.onProgress) st.onProgress();
-    } else if (f.op === 'subscribed') ready.resolve();
-    else fails.add(`subscriber: unexpected frame ${data.toString().slice(0, 200)}`);
-  });
-  ws.send(JSON.stringify({ op: 'subscribe', queue: QUEUE, subscription: 'default', prefetch: PREFETCH }));
-  await subscribed;
-  return st;
-}
 
-/** WS publish frames of WS_BATCH messages, ≤ IN_FLIGHT unanswered, paused while lag() > MAX_LAG or the socket is full. */
-async function wsPublisher(wsUrl, fails, lag) {
-  const ws = await openWs(wsUrl);
-  const tail = `,"queue":"${QUEUE}","publisherId":"bench","messages":${JSON.stringify(Array.from({ length: WS_BATCH }, () => ({ data: DATA })))}}`;
-  const st = { ws, sent: 0, stopped: false, closing: false, restricted: 0 };
-  let ref = 0;
-  let inFlight = 0;
-  let waiting = false;
-  let holdUntil = 0;
-  const pump = () => {
-    waiting = false;
-    while (!st.stopped && !fails.any && ws.readyState === WebSocket.OPEN && inFlight < IN_FLIGHT) {
-      if (performance.now() < holdUntil) { retryIn(Math.max(1, holdUntil - performance.now())); return; }
-      if (ws.bufferedAmount >= HIGH_WATER) { retryIn(0); return; }
-      if (lag() > MAX_LAG) return; // the subscriber wakes us as it progresses
-      ws.send('{"op":"publish","ref":' + (++ref) + tail);
-      inFlight++;
-      st.sent += WS_BATCH;
-    }
-  };
-  const retryIn = (ms) => {
-    if (waiting) return;
-    waiting = true;
-    if (ms > 0) setTimeout(pump, ms); else setImmediate(pump);
-  };
-  st.wake = () => { if (!waiting && inFlight < IN_FLIGHT && !st.stopped) pump(); };
-  ws.on('error', (err) => fails.add(`publisher: ${err.message}`));
-  ws.on('close', (code) => { if (!st.closing) fails.add(`publisher: closed ${code}`); });
-  ws.on('message', (data) => {
-    const s = data.toString();
-    if (s.startsWith('{"op":"published"')) { inFlight--; pump(); return; }
-    const f = JSON.parse(s);
-    if (f.op === 'error' && f.code === 'PUBLISHER_RESTRICTED') {
-      inFlight--;
-      st.sent -= WS_BATCH;
-      st.restricted++;
-      holdUntil = performance.now() + (f.retryAfterMs || 10);
-      pump();
-      return;
-    }
-    fails.add(`publisher: unexpected frame ${s.slice(0, 200)}`);
-  });
-  st.start = pump;
-  return st;
-}
 
 /**
  * Publisher on A; subscriber on A (`mode` 'direct'), or on B behind a propagation A/bench →
@@ -156,7 +87,7 @@ async function run(ctx, mode) {
       await rest(b.url, 'PUT', `/v1/queues/${QUEUE}`, { memoryBytes: 128 * MiB }, [201]);
       await rest(a.url, 'PUT', `/v1/queues/${QUEUE}/propagations/to-b`, { url: b.url, queue: QUEUE }, [201]);
     }
-    sub = await subscriber((propagated ? b : a).wsUrl, fails);
+    sub = await subscriber((propagated ? b : a).wsUrl, 'default', fails);
     pub = await wsPublisher(a.wsUrl, fails, () => pub.sent - sub.count);
     sub.onProgress = () => pub.wake();
     pub.start();
