@@ -57,20 +57,8 @@ export interface SubscriptionInfo extends SubscriptionConfig {
   [extra: string]: unknown;
 }
 
-export interface PublisherState {
-  id: string;
-  epoch: string;
-  unconsumedBytes: number;
-  unconsumedMessages: number;
-  spilledBytes: number;
-  limitBytes: number;
-  resumeBytes: number;
-  spillLimitBytes: number;
-  restricted: boolean;
-  reason?: 'unconsumed' | 'overspilled';
-  lastPublisherSeq?: number;
-  safePublisherSeq?: number;
-}
+/** The server's own definitions: type-only, so nothing of the server reaches a browser bundle. */
+export type { PublisherState } from '../flowcontrol/ledger';
 
 export interface Health {
   status: string;
@@ -78,18 +66,7 @@ export interface Health {
 }
 
 /** A message as the server delivers it (API.md, Message). */
-export interface WireMessage {
-  id: string;
-  seq: number;
-  data: string;
-  encoding: Encoding;
-  attributes: Record<string, string>;
-  key?: string;
-  publisherId: string;
-  publisherSeq?: number;
-  publishedAt: string;
-  deliveryAttempt: number;
-}
+export type { Message as WireMessage } from '../queue/message';
 
 /** What `publish` takes: text, bytes (sent as base64), or a message with attributes and key. */
 export interface OutgoingMessage {
