@@ -1,10 +1,15 @@
 'use strict';
 // Helpers the Spillway suites share: REST calls, WebSocket open/close, and failure collection.
 
+const { mkdtempSync, rmSync } = require('node:fs');
+const { tmpdir } = require('node:os');
+const { join } = require('node:path');
 const { once } = require('node:events');
 const { performance } = require('node:perf_hooks');
 const { WebSocket } = require('ws');
 const { helpers } = require('../baselines');
+const { Broker } = require('../../dist');
+const { startServer } = require('../../dist/http');
 
 /** The WebSocket workload every Spillway suite measures: 100-byte messages, 100 a publish frame. */
 const DATA = 'x'.repeat(helpers.MESSAGE_SIZE);
@@ -163,7 +168,39 @@ async function wsPublisher(wsUrl, fails, lag) {
   return st;
 }
 
+/**
+ * A fresh Broker (in a temporary data dir) and HTTP server on 127.0.0.1:0; `setup(url)` creates
+ * what the run needs. `close()` stops both and removes the data dir.
+ */
+async function startSpillway(label, setup = async () => {}) {
+  const dataDir = mkdtempSync(join(tmpdir(), `spillway-bench-${label}-`));
+  const broker = new Broker({ memoryBytes: 512 * 1024 * 1024, dataDir });
+  let server = null;
+  try {
+    server = await startServer({ broker, host: '127.0.0.1', port: 0 });
+    await setup(server.url);
+  } catch (err) {
+    if (server) await server.close().catch(() => {});
+    await broker.close().catch(() => {});
+    rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    url: server.url,
+    wsUrl: server.url.replace(/^http/, 'ws') + '/v1/ws',
+    broker,
+    async close() {
+      try {
+        await server.close();
+      } finally {
+        try { await broker.close(); } finally { rmSync(dataDir, { recursive: true, force: true }); }
+      }
+    },
+  };
+}
+
 module.exports = {
+  startSpillway,
   rest, openWs, closeWs, failures, subscriber, wsPublisher,
   DATA, HIGH_WATER, WS_BATCH, IN_FLIGHT, PREFETCH, MAX_LAG, QUEUE,
 };

@@ -26,7 +26,7 @@ const { Broker } = require('../../dist');
 const { startServer } = require('../../dist/http');
 const { SpillwayClient } = require('../../dist/client');
 const { helpers } = require('../baselines');
-const { rest, openWs, closeWs, failures, subscriber, wsPublisher } = require('../lib/sockets');
+const { rest, openWs, closeWs, failures, subscriber, wsPublisher, startSpillway: startShared } = require('../lib/sockets');
 
 exports.description = 'TypeScript client: publish → subscribe 1→1 with acks, against raw WebSocket frames in the same run';
 
@@ -40,34 +40,14 @@ const MAX_LAG = 20000;
 const WINDOW = 1000; // unresolved client publish() calls (single-message form)
 const QUEUE = 'bench';
 const SUB = 's0';
-
-async function startSpillway() {
-  const dataDir = mkdtempSync(join(tmpdir(), 'spillway-bench-client-'));
-  const broker = new Broker({ memoryBytes: 512 * MiB, dataDir });
-  let server = null;
-  try {
-    server = await startServer({ broker, host: '127.0.0.1', port: 0 });
-    const admin = new SpillwayClient({ url: server.url });
+/** A server with the suite's queue and its one subscription, made through the client. */
+function startSpillway() {
+  return startShared('client', async (url) => {
+    const admin = new SpillwayClient({ url });
     await admin.createQueue(QUEUE, { defaultSubscription: false, memoryBytes: 128 * MiB });
     await admin.createSubscription(QUEUE, SUB);
     await admin.close();
-  } catch (err) {
-    if (server) await server.close().catch(() => {});
-    await broker.close().catch(() => {});
-    rmSync(dataDir, { recursive: true, force: true });
-    throw err;
-  }
-  return {
-    url: server.url,
-    wsUrl: server.url.replace(/^http/, 'ws') + '/v1/ws',
-    async close() {
-      try {
-        await server.close();
-      } finally {
-        try { await broker.close(); } finally { rmSync(dataDir, { recursive: true, force: true }); }
-      }
-    },
-  };
+  });
 }
 
 async function raw(ctx) {

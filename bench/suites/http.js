@@ -23,7 +23,7 @@ const { WebSocket } = require('ws');
 const { Broker } = require('../../dist');
 const { startServer } = require('../../dist/http');
 const { helpers } = require('../baselines');
-const { rest, openWs, closeWs, failures, subscriber, wsPublisher } = require('../lib/sockets');
+const { rest, openWs, closeWs, failures, subscriber, wsPublisher, startSpillway: startShared } = require('../lib/sockets');
 
 exports.description = 'HTTP + WebSocket server: single and batched REST publish, WS 1→1 / 1→4 with acks, WS latency @10k msg/s';
 
@@ -45,37 +45,12 @@ const immediate = () => new Promise((resolve) => setImmediate(resolve));
 // ---------------------------------------------------------------------------------------------
 // server and sockets
 
-/** A fresh Broker + HTTP server on 127.0.0.1:0, a queue without default subscription and `subs` subscriptions. */
-async function startSpillway(subs) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'spillway-bench-http-'));
-  const broker = new Broker({ memoryBytes: 512 * MiB, dataDir });
-  let server = null;
-  try {
-    server = await startServer({ broker, host: '127.0.0.1', port: 0 });
-    await rest(server.url, 'PUT', `/v1/queues/${QUEUE}`, { defaultSubscription: false, memoryBytes: 128 * MiB, publisherLimitBytes: 4 * 1024 * MiB }, [201]);
-    for (const s of subs) await rest(server.url, 'PUT', `/v1/queues/${QUEUE}/subscriptions/${s}`, {}, [201]);
-  } catch (err) {
-    if (server) await server.close().catch(() => {});
-    await broker.close().catch(() => {});
-    rmSync(dataDir, { recursive: true, force: true });
-    throw err;
-  }
-  return {
-    url: server.url,
-    wsUrl: server.url.replace(/^http/, 'ws') + '/v1/ws',
-    broker,
-    async close() {
-      try {
-        await server.close();
-      } finally {
-        try {
-          await broker.close();
-        } finally {
-          rmSync(dataDir, { recursive: true, force: true });
-        }
-      }
-    },
-  };
+/** A server with the queue of the suite (no default subscription) and subscriptions `subs`. */
+function startSpillway(subs) {
+  return startShared('http', async (url) => {
+    await rest(url, 'PUT', `/v1/queues/${QUEUE}`, { defaultSubscription: false, memoryBytes: 128 * MiB, publisherLimitBytes: 4 * 1024 * MiB }, [201]);
+    for (const s of subs) await rest(url, 'PUT', `/v1/queues/${QUEUE}/subscriptions/${s}`, {}, [201]);
+  });
 }
 
 

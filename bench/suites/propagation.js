@@ -18,7 +18,7 @@ const { WebSocket } = require('ws');
 const { Broker } = require('../../dist');
 const { startServer } = require('../../dist/http');
 const { helpers } = require('../baselines');
-const { rest, openWs, closeWs, failures, subscriber, wsPublisher } = require('../lib/sockets');
+const { rest, openWs, closeWs, failures, subscriber, wsPublisher, startSpillway } = require('../lib/sockets');
 const { startServerProcess } = require('../lib/server-process');
 
 exports.description = 'Propagation: A → B over REST batches, delivered to a WS subscriber on B, against a WS subscriber on A';
@@ -32,31 +32,6 @@ const PREFETCH = 1000;
 const MAX_LAG = 20000; // the publisher waits while the subscriber is this many messages behind
 const QUEUE = 'bench';
 
-async function startSpillway(label) {
-  const dataDir = mkdtempSync(join(tmpdir(), `spillway-bench-prop-${label}-`));
-  const broker = new Broker({ memoryBytes: 512 * MiB, dataDir });
-  let server;
-  try {
-    server = await startServer({ broker, host: '127.0.0.1', port: 0 });
-  } catch (err) {
-    await broker.close();
-    rmSync(dataDir, { recursive: true, force: true });
-    throw err;
-  }
-  return {
-    url: server.url,
-    wsUrl: server.url.replace(/^http/, 'ws') + '/v1/ws',
-    broker,
-    async close() {
-      try {
-        await server.close();
-      } finally {
-        try { await broker.close(); } finally { rmSync(dataDir, { recursive: true, force: true }); }
-      }
-    },
-  };
-}
-
 
 
 /**
@@ -68,10 +43,10 @@ async function run(ctx, mode) {
   const seconds = helpers.benchSeconds();
   const warmup = helpers.warmupSeconds(seconds);
   const propagated = mode !== 'direct';
-  const a = await startSpillway('a');
+  const a = await startSpillway('prop-a');
   let b = null;
   try {
-    if (mode === 'same') b = await startSpillway('b');
+    if (mode === 'same') b = await startSpillway('prop-b');
     else if (mode === 'process') b = await startServerProcess();
   } catch (err) {
     await a.close();

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Broker } from '../../src/broker';
 import { buildServer } from '../../src/http';
 import { checksumOf, expectClean, summary } from './checker';
-import { Bystander, healthy } from './clients';
+import { Bystander, healthy, unaffected } from './clients';
 import { MiB, fullOnly, note, recordFigures, scale, sleep } from './config';
 import { rawHttp, rawJson, openSocket } from './raw';
 import { RssSampler, call, expectError, request, startServer, stopAll, type ServerProcess } from './server';
@@ -37,14 +37,6 @@ afterAll(async () => {
   await stopAll();
 });
 
-/** Runs `abuse`, then checks the server is alive and the bystander went on meanwhile. */
-async function unaffected(abuse: () => Promise<void>): Promise<void> {
-  const mark = by.mark();
-  await abuse();
-  expect(s.alive()).toBe(true);
-  expect(await healthy(s.url)).toBe(true);
-  await by.expectProgress(mark);
-}
 
 /** Waits for 'drain' (or 100 ms), without leaving listeners behind. */
 function drained(sock: Socket): Promise<void> {
@@ -68,7 +60,7 @@ async function pullAll(): Promise<{ data: string; encoding: string; attributes: 
 
 describe('reliability abuse: HTTP', () => {
   test('abuse - malformed JSON is 400 INVALID_ARGUMENT on every route that takes a body', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const bodies = ['{', '{"messages":', 'nul', '{"a":1,}', "{'a':1}", '\u0000', '\uFEFF{"messages":[{"data":"x"}]}', '{"messages":[{"data":"x"}]} trailing', '[1,2', '"unterminated'];
       const routes = [['POST', '/v1/queues/q/messages'], ['POST', '/v1/queues/q/dequeue'], ['POST', '/v1/queues/q/ack'], ['PUT', '/v1/queues/q2'],
         ['PUT', '/v1/queues/q/subscriptions/s2'], ['POST', '/v1/transactions'], ['POST', '/v1/queues/q/subscriptions/default/nack']];
@@ -85,7 +77,7 @@ describe('reliability abuse: HTTP', () => {
   });
 
   test('abuse - deeply nested JSON (100 000 levels) is refused with 400, not a stack overflow', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const depth = 100_000;
       const cases = [
         '['.repeat(depth) + ']'.repeat(depth),
@@ -104,7 +96,7 @@ describe('reliability abuse: HTTP', () => {
   });
 
   test('abuse - __proto__, constructor and prototype keys: refused where unknown, plain keys where keys are free, no pollution', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       expectError(await call(s.url, 'POST', '/v1/queues/q/messages', '{"__proto__":{"x":1},"messages":[{"data":"x"}]}', { 'content-type': 'application/json' }), 400, 'INVALID_ARGUMENT');
       expectError(await call(s.url, 'POST', '/v1/queues/q/messages', '{"messages":[{"data":"x","__proto__":{"publisherSeq":1}}]}', { 'content-type': 'application/json' }), 400, 'INVALID_ARGUMENT');
       expectError(await call(s.url, 'PUT', '/v1/queues/proto', '{"__proto__":{"memoryBytes":1}}', { 'content-type': 'application/json' }), 400, 'INVALID_ARGUMENT');
@@ -130,7 +122,7 @@ describe('reliability abuse: HTTP', () => {
   });
 
   test('abuse - huge, fractional, negative and stringly numbers are 400 naming the field', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const digits = '9'.repeat(5000);
       const cases: [string, string, string, string][] = [
         ['POST', '/v1/queues/q/dequeue', '{"max":1e400}', 'max'],
@@ -163,7 +155,7 @@ describe('reliability abuse: HTTP', () => {
   });
 
   test('abuse - bodies at the limit are taken, over it 413, far over it 413 early without buffering them', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       // At: 1 MiB of raw bytes, accepted and delivered byte for byte.
       const at = randomBytes(LIMIT);
       const ok = await request(s.url, 'POST', '/v1/queues/q/messages', at, { 'content-type': 'application/octet-stream' });
@@ -214,7 +206,7 @@ describe('reliability abuse: HTTP', () => {
   });
 
   test('abuse - lying and contradictory Content-Length: 400 and the connection closed, or a wait the request timeout ends', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const head = (cl: string, extra = '') => `POST /v1/queues/q/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${cl}${extra}\r\n`;
       const body = '{"messages":[{"data":"liar"}]}';
       // Shorter than the body: the body is cut (400), and the rest is garbage as a next request (400, closed).
@@ -238,7 +230,7 @@ describe('reliability abuse: HTTP', () => {
   });
 
   test('abuse - invalid, over-long, control-character and path-traversal queue names (raw and percent-encoded) are refused', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const bad = ['-lead', '.hidden', '_x', 'has%20space', 'a+b', 'semi;colon', 'a:b', '%C3%BC', '..', '.', '%2e%2e', '%2E%2E', '..%2F..%2Fetc%2Fpasswd',
         '%2e%2e%2f%2e%2e%2fetc%2fpasswd', 'a%2Fb', 'a%5Cb', '..%5C..%5Cwin', 'a%00b', '%00', 'a%0Ab', 'a%0D%0AX-Injected:%201', 'a%7F', '%FF', '%E0%A4%A', 'a'.repeat(129), 'b'.repeat(2000)];
       for (const name of bad) {
@@ -270,7 +262,7 @@ describe('reliability abuse: HTTP', () => {
   });
 
   test('abuse - binary and invalid UTF-8 payloads: raw bodies round-trip as base64 byte for byte; invalid UTF-8 in JSON is refused', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const invalidUtf8 = [
         Buffer.from([0xff]), Buffer.from([0xfe, 0xff]), Buffer.from([0xc0, 0x80]), Buffer.from([0xe0, 0x80, 0x80]),
         Buffer.from([0xed, 0xa0, 0x80]), Buffer.from([0xf4, 0x90, 0x80, 0x80]), Buffer.from([0x61, 0xe2, 0x82]), Buffer.from([0x80]),
@@ -311,7 +303,7 @@ describe('reliability abuse: HTTP', () => {
   });
 
   test('abuse - thousands of headers: 431 when over the header size, never a crash', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       let many = '';
       for (let i = 0; i < 5000; i++) many += `X-Header-${i}: value-${i}\r\n`;
       const big = await rawHttp(s.url, `GET /healthz HTTP/1.1\r\nHost: x\r\n${many}\r\n`);
@@ -328,7 +320,7 @@ describe('reliability abuse: HTTP', () => {
   });
 
   test('abuse - a client pipelining requests that never reads the answers: the server pauses it, memory stays bounded', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const before = rss.peak;
       const sock = await openSocket(s.url);
       sock.pause();

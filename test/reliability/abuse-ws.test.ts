@@ -1,6 +1,6 @@
 import WebSocket from 'ws';
 import { Checker, expectClean, makePayload, checksumOf, summary } from './checker';
-import { Bystander, RestPublisher, WsSubscriber, healthy } from './clients';
+import { Bystander, RestPublisher, WsSubscriber, unaffected } from './clients';
 import { MiB, note, recordFigures, scale, sleep, waitFor } from './config';
 import { OP, RawWs, encodeFrame } from './raw';
 import { RssSampler, call, startServer, stopAll, type ServerProcess } from './server';
@@ -31,13 +31,6 @@ afterAll(async () => {
   await stopAll();
 });
 
-async function unaffected(abuse: () => Promise<void>): Promise<void> {
-  const mark = by.mark();
-  await abuse();
-  expect(s.alive()).toBe(true);
-  expect(await healthy(s.url)).toBe(true);
-  await by.expectProgress(mark);
-}
 
 interface Conn {
   ws: WebSocket;
@@ -66,7 +59,7 @@ async function rawOpen(): Promise<RawWs> {
 
 describe('reliability abuse: WebSocket', () => {
   test('abuse ws - a frame that is not JSON closes with 1007; JSON that is not a valid request gets an error frame and the socket stays', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const c = await open();
       const bad = ['[1,2]', '"text"', '42', 'null', '{}', '{"op":"nope"}', '{"op":"publish"}', '{"op":"publish","queue":"w","messages":[]}',
         '{"op":"publish","queue":"w","messages":[{"data":1}]}', '{"op":"subscribe","queue":"../x"}', '{"op":"ack","queue":"w","ids":"x"}',
@@ -84,7 +77,7 @@ describe('reliability abuse: WebSocket', () => {
   });
 
   test('abuse ws - invalid UTF-8 closes with 1007, in a text frame or a binary one', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const payload = Buffer.concat([Buffer.from('{"op":"publish","ref":"u","queue":"w","messages":[{"data":"a'), Buffer.from([0xff, 0xfe]), Buffer.from('b"}]}')]);
       const text = await rawOpen();
       text.write(encodeFrame(OP.TEXT, payload));
@@ -105,7 +98,7 @@ describe('reliability abuse: WebSocket', () => {
   });
 
   test('abuse ws - an oversize frame closes with 1009, also when only its header claims the size', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const c = await open();
       c.ws.send(JSON.stringify({ op: 'publish', queue: 'w', messages: [{ data: 'x'.repeat(MiB + 10) }] }));
       expect((await c.closed).code).toBe(1009);
@@ -128,7 +121,7 @@ describe('reliability abuse: WebSocket', () => {
   });
 
   test('abuse ws - protocol violations (unmasked, reserved opcode or bits, long or fragmented control frames, stray continuation) close with 1002', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const cases: [string, Buffer][] = [
         ['unmasked', encodeFrame(OP.TEXT, '{"op":"x"}', { mask: false })],
         ['reserved opcode', encodeFrame(3, 'x')],
@@ -148,7 +141,7 @@ describe('reliability abuse: WebSocket', () => {
   });
 
   test('abuse ws - tiny fragments: a frame in 1-byte pieces is served; past 16 384 fragments the socket is closed (1008), memory bounded', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const c = await open();
       const frame = JSON.stringify({ op: 'publish', ref: 'frag', queue: 'w', messages: [{ data: 'fragmented' }] });
       for (let i = 0; i < frame.length; i++) c.ws.send(frame[i]!, { fin: i === frame.length - 1 });
@@ -167,7 +160,7 @@ describe('reliability abuse: WebSocket', () => {
   });
 
   test('abuse ws - a flood of frames from one client is all answered in order while others are served', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const checker = new Checker();
       expect((await call(s.url, 'PUT', '/v1/queues/flood')).status).toBe(201);
       const sub = new WsSubscriber(s.url, 'flood', 'default', checker, { prefetch: 1000, label: 'flood-sub' });
@@ -210,7 +203,7 @@ describe('reliability abuse: WebSocket', () => {
   }, scale(30_000, 180_000));
 
   test('abuse ws - a ping flood from a client that never reads the pongs is cut off; memory bounded', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const before = rss.peak;
       const r = await rawOpen();
       r.socket.pause();
@@ -242,7 +235,7 @@ describe('reliability abuse: WebSocket', () => {
     // A backlog of 40 MiB (200 MiB in full) waits for it.
     const pub = new RestPublisher({ url: s.url, queue: 'nr', id: 'nr', checker, subscriptions: ['default'], size: SIZE, batch: 500 });
     await pub.publishCount(N);
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const before = rss.peak;
       const r = await rawOpen();
       r.socket.pause();
@@ -266,7 +259,7 @@ describe('reliability abuse: WebSocket', () => {
   }, scale(60_000, 180_000));
 
   test('abuse ws - a client that floods requests and never reads the answers is paused, then cut off; server memory stays bounded', async () => {
-    await unaffected(async () => {
+    await unaffected(s, by, async () => {
       const before = rss.peak;
       const r = await rawOpen();
       r.socket.pause();

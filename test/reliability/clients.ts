@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
 import { Checker, checksumOf, deliveryOf, makePayload } from './checker';
 import { sleep, waitFor } from './config';
-import { call, request } from './server';
+import { call, request, type ServerProcess } from './server';
 
 /**
  * The suite's own clients (the TypeScript client of src/client is not used here): paced REST
@@ -488,4 +488,13 @@ export async function healthy(url: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Runs `abuse`, then checks the server is alive and the bystander went on meanwhile. */
+export async function unaffected(server: ServerProcess, by: Bystander, abuse: () => Promise<void>): Promise<void> {
+  const mark = by.mark();
+  await abuse();
+  expect(server.alive()).toBe(true);
+  expect(await healthy(server.url)).toBe(true);
+  await by.expectProgress(mark);
 }
