@@ -10,6 +10,3 @@ export function checkName(name: unknown, what = 'name'): string {
   return name;
 }
 
-export function isName(name: unknown): name is string {
-  return typeof name === 'string' && NAME.test(name);
-}

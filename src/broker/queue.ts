@@ -332,7 +332,6 @@ export class Queue implements SubscriptionHost {
     return this.#host.deadLetter(this, sub, src, start, len, attempt);
   }
   get ringHeadPos(): number { return this.#headPos; }
-  corrupt(): void { /* counted by the spill store */ }
 
   async readDisk(seq: number, hint: DiskChunk | null): Promise<DiskChunk | null> {
     const sp = this.#spill;

@@ -40,6 +40,8 @@ export const RECORD_HEADER_BYTES = 56;
 export const KIND_MESSAGE = 1;
 /** Padding: skip `len` bytes. Written where a record would not fit before the end. */
 export const KIND_PADDING = 2;
+/** Set by the spill reader on a record read back whose checksum failed: never delivered. */
+export const KIND_CORRUPT = 3;
 
 export const ALIGN = 8;
 export const align = (n: number): number => (n + 7) & ~7;

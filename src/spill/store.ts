@@ -3,15 +3,13 @@ import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
-import { R_BODY_LEN, R_CHECKSUM, R_KIND, R_LEN, RECORD_HEADER_BYTES } from '../queue/layout';
+import { KIND_CORRUPT, R_BODY_LEN, R_CHECKSUM, R_KIND, R_LEN, RECORD_HEADER_BYTES } from '../queue/layout';
 import type { WorkerCommand, WorkerReply, WorkerRequest } from './protocol';
 
 /** A segment file grows to about this size before a new one is started. */
 const SEGMENT_BYTES = 64 * 1024 * 1024;
 /** Read-ahead chunk. */
 export const READ_BYTES = 1024 * 1024;
-/** Marks a record whose checksum failed in a read buffer (never delivered). */
-export const KIND_CORRUPT = 3;
 
 /** Per-publisher figures of the records of one extent, so disk records need no per-message memory. */
 export interface PublisherSummary {

@@ -1,5 +1,5 @@
 import type { Ring } from '../queue/ring';
-import { R_ATTRS_LEN, R_ATTRS_OFF, R_BODY_LEN, R_KIND, R_LEN, R_PUBLISHED_AT, R_SEQ, RECORD_HEADER_BYTES } from '../queue/layout';
+import { KIND_CORRUPT, R_ATTRS_LEN, R_ATTRS_OFF, R_BODY_LEN, R_KIND, R_LEN, R_PUBLISHED_AT, R_SEQ, RECORD_HEADER_BYTES } from '../queue/layout';
 import { decodeAttributes, seqOfId } from '../queue/message';
 import { DeliveryBatch } from './batch';
 import type { Consumer, EndReason } from './consumer';
@@ -22,8 +22,6 @@ export interface SubscriptionHost {
   readonly ringHeadPos: number;
   /** Reads records from disk at or after `seq` (continuing `hint` when it still applies). */
   readDisk(seq: number, hint: DiskChunk | null): Promise<DiskChunk | null>;
-  /** A record read back from disk failed its checksum. */
-  corrupt(sub: Subscription, seq: number): void;
   /** Asks for a dispatch turn for `sub`. */
   wake(sub: Subscription): void;
   /** `sub` now has deadlines to watch. */
@@ -43,9 +41,6 @@ export interface DiskChunk {
   extent: unknown;
   next: number;
 }
-
-/** Set by the spill reader on a record whose checksum failed. */
-const KIND_CORRUPT = 3;
 
 const IN_FLIGHT = 1;
 const DELAYED = 2;
@@ -192,7 +187,6 @@ export class Subscription {
 
   get ended(): EndReason | undefined { return this.#ended; }
   get hasDeadlines(): boolean { return this.#heap.size > 0; }
-  get hasFilter(): boolean { return this.#filter !== undefined; }
 
   /** Whether a message with these attributes is eligible here. */
   matches(attrs: Record<string, string> | undefined): boolean {
@@ -599,7 +593,6 @@ export class Subscription {
       if (buf[p + R_KIND] === KIND_CORRUPT) {
         if (this.#filter === undefined) this.#fresh--;
         this.dropped++;
-        this.#host.corrupt(this, seq);
         continue;
       }
       const body = p + RECORD_HEADER_BYTES;
