@@ -4,7 +4,7 @@
 // directly. Both measured in each run of this one process (see bench/README.md, "Suite propagation").
 //
 //   direct:      WS publisher → A/bench → WS subscriber on A
-//   propagated:  WS publisher → A/bench → propagation (REST batches) → B/bench → WS subscriber on B
+//   propagated:  WS publisher → A/bench → propagation (pipelined WS frames) → B/bench → WS subscriber on B
 //
 // Each run starts fresh Brokers + servers (temporary data dirs) and closes every socket, server
 // and broker before it returns. Messages are 100 B; subscribers ack each frame with one ack frame.
@@ -21,7 +21,7 @@ const { helpers } = require('../baselines');
 const { rest, openWs, closeWs, failures, subscriber, wsPublisher, startSpillway } = require('../lib/sockets');
 const { startServerProcess } = require('../lib/server-process');
 
-exports.description = 'Propagation: A → B over REST batches, delivered to a WS subscriber on B, against a WS subscriber on A';
+exports.description = 'Propagation: A → B over pipelined WebSocket frames, delivered to a WS subscriber on B, against a WS subscriber on A';
 
 const MiB = 1024 * 1024;
 const DATA = 'x'.repeat(helpers.MESSAGE_SIZE); // 100 B
@@ -98,7 +98,7 @@ exports.run = async function runSuite(ctx) {
     samples: r.samples.map((s) => s.direct), note: 'baseline of the rows below, same run' });
   ctx.addRow({ name: 'spillway ws publish → A → propagation → B (own process) → ws subscriber on B, acks', value: r.median.processB, unit: 'msg/s',
     baseline: 'direct (row above)', baselineValue: r.median.direct, target: '>=0.5', samples: r.samples.map((s) => s.processB),
-    note: 'REST batches of ≤ 500 on one keep-alive connection; A acks once B reports them consumed' });
+    note: 'chained WS frames of ≤ 1000, ≤ 8 in flight on one socket; A acks once B reports them consumed' });
   ctx.addRow({ name: 'the same, B in the same process as A and both clients', value: r.median.sameB, unit: 'msg/s',
     baseline: 'direct (row above)', baselineValue: r.median.direct, samples: r.samples.map((s) => s.sameB),
     note: 'one thread does the work of both servers: shown, not targeted' });

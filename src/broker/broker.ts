@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SpillStore, type QueueSpill } from '../spill/store';
-import { HttpDestination, Propagation, parsePropagationConfig, type Destination, type PropagationConfig, type PropagationState } from '../propagation';
-import { SpillwayError } from '../errors';
+import { RemoteQueue, Propagation, parsePropagationConfig, type Destination, type PropagationConfig, type PropagationState } from '../propagation';
+import { SpillwayError, invalid } from '../errors';
 import { checkName } from '../names';
 import type { PublisherState } from '../flowcontrol/ledger';
 import { decodeBody, type Message } from '../queue/message';
@@ -97,7 +97,7 @@ export class Broker implements QueueHost {
   /** Propagations by queue, then name. */
   readonly #props = new Map<string, Map<string, PropagationEntry>>();
   /** Makes the far end of a propagation (tests may replace it). */
-  destinationFor: (config: PropagationConfig) => Destination = (c) => new HttpDestination(c.url, c.queue, c.token);
+  destinationFor: (config: PropagationConfig) => Destination = (c) => new RemoteQueue(c.url, c.queue, c.token);
 
   constructor(options: BrokerOptions = {}) {
     this.epoch = randomUUID();
@@ -210,11 +210,12 @@ export class Broker implements QueueHost {
    * Publishes validated messages, all or nothing. With `txId` they are staged in the
    * transaction instead. Throws PUBLISHER_RESTRICTED, QUEUE_FULL, and the like.
    */
-  publish(queueName: string, publisherId: string | undefined, msgs: readonly Prepared[], txId?: string): PublishOutcome {
+  publish(queueName: string, publisherId: string | undefined, msgs: readonly Prepared[], txId?: string, afterPublisherSeq?: number): PublishOutcome {
     if (this.#closed) throw new SpillwayError('SHUTTING_DOWN', 'the server is shutting down');
     const q = this.queue(queueName);
     const now = Date.now();
     const id = publisherId ?? ANONYMOUS_PUBLISHER;
+    if (afterPublisherSeq !== undefined) checkChain(q, id, afterPublisherSeq, this.epoch);
     const isNew = q.ledger.find(id) === undefined;
     const p = q.ledger.get(id, now);
     const refusal = q.ledger.refusal(p, now);
@@ -343,7 +344,7 @@ export class Broker implements QueueHost {
     const prop = new Propagation(`${this.serverId}:${q.name}`, this.destinationFor(config), {
       ackSeqs: (seqs) => sub.ackSeqs(seqs),
       get pending() { return sub.backlog + sub.inFlight; },
-    });
+    }, config.queue);
     const detach = this.consume(q.name, subName, prop);
     let byName = this.#props.get(q.name);
     if (byName === undefined) this.#props.set(q.name, (byName = new Map()));
@@ -590,3 +591,15 @@ export class Broker implements QueueHost {
   }
 }
 
+/**
+ * A chained publish (see docs/http.md, "Pipelined publishing") is stored only right after the
+ * batch it names: a batch refused in a pipeline can then never be overtaken by a later one.
+ */
+function checkChain(q: Queue, publisherId: string, after: number, epoch: string): void {
+  const last = Math.max(0, q.ledger.find(publisherId)?.lastSeq ?? 0);
+  if (last !== after) {
+    throw invalid(`afterPublisherSeq ${after} does not follow publisher ${publisherId}: its last publisherSeq on queue ${q.name} is ${last}`, {
+      field: 'afterPublisherSeq', lastPublisherSeq: last, epoch,
+    });
+  }
+}

@@ -251,10 +251,17 @@ export class WsConnection {
     const q = broker.queue(queue);
     const msgs = prepareBatch(f.messages, q.config.maxMessageBytes);
     const pid = publisherFor(this.#principal, checkPublisherId(f.publisherId));
-    const res = broker.publish(queue, pid, msgs);
+    const after = chainField(f.afterPublisherSeq);
+    const res = broker.publish(queue, pid, msgs, undefined, after);
     // Cost: one string per batch; ids are short and the payloads are not touched.
-    this.sendFrame('{"op":"published"' + refPart(f.ref) + ',"ids":' + JSON.stringify(res.ids) + ',"seqs":' + JSON.stringify(res.seqs) +
-      ',"duplicates":' + res.duplicates + '}');
+    let answer = '{"op":"published"' + refPart(f.ref) + ',"ids":' + JSON.stringify(res.ids) + ',"seqs":' + JSON.stringify(res.seqs) +
+      ',"duplicates":' + res.duplicates;
+    if (after !== undefined) {
+      // A pipelined publisher learns here what it may forget, without polling.
+      const p = res.publisher;
+      answer += ',"epoch":"' + p.epoch + '","lastPublisherSeq":' + (p.lastPublisherSeq ?? 0) + ',"safePublisherSeq":' + (p.safePublisherSeq ?? 0);
+    }
+    this.sendFrame(answer + '}');
   }
 
   #ack(f: Record<string, unknown>): void {
@@ -400,6 +407,13 @@ function str(f: Record<string, unknown>, field: string): string {
 function idList(f: Record<string, unknown>): unknown[] {
   if (!Array.isArray(f.ids)) throw invalid('ids must be an array of message ids', { field: 'ids' });
   return f.ids;
+}
+
+/** `afterPublisherSeq` of a chained publish: absent, or the publisher's last publisherSeq (0 for none). */
+function chainField(v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw invalid('afterPublisherSeq must be an integer >= 0', { field: 'afterPublisherSeq' });
+  return v;
 }
 
 function refPart(ref: unknown): string {

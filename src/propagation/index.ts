@@ -1,3 +1,3 @@
-export { Propagation, WINDOW, PROPAGATION_STATES, type PropagationState, type PropagationSource } from './propagation';
-export { HttpDestination, type Destination, type DestinationResult, type RemoteMessage, type RemotePublisher } from './destination';
+export { Propagation, PROPAGATION_STATES, type PropagationState, type PropagationSource } from './propagation';
+export { RemoteQueue, type Answer, type Destination, type Link, type LinkEvents, type RemotePublisher, type StateResult } from './destination';
 export { parsePropagationConfig, type PropagationConfig } from './config';

@@ -1,6 +1,8 @@
+import { ERROR_STATUS } from '../errors';
 import type { DeliveryBatch } from '../subscribers/batch';
 import type { Consumer } from '../subscribers/consumer';
-import type { Destination, RemoteMessage, RemotePublisher } from './destination';
+import type { Answer, Destination, Link, RemotePublisher } from './destination';
+import { Chunk, MAX_FRAME_MESSAGES, encodeFrame, takeChunk } from './frames';
 
 export type PropagationState = 'connecting' | 'running' | 'restricted' | 'failing';
 /** Every state, in API.md's order (metrics show one series per state). */
@@ -14,256 +16,385 @@ export interface PropagationSource {
   readonly pending: number;
 }
 
-/** Messages sent or waiting at once: the prefetch of the propagation's subscription. */
-export const WINDOW = 10_000;
-/** Messages a publish request carries. */
-const BATCH = 500;
-/**
- * Payload characters a publish request carries (at least one message): under the destination's
- * 16 MiB default body limit even if JSON escaping made every character six.
- */
-const BATCH_BYTES = 1024 * 1024;
+/** Messages held at once (sent or about to be, not yet consumed there): the subscription's prefetch. */
+export const WINDOW = 20_000;
+/** The same bound in bytes: beyond it the source keeps them (in memory or spilled). */
+const MAX_HELD_BYTES = 32 * 1024 * 1024;
+/** Publish frames sent and not yet answered. */
+const MAX_IN_FLIGHT = 8;
+/** Bytes a frame carries (at least one delivery): well under the destination's default 16 MiB limit. */
+const FRAME_BYTES = 1024 * 1024;
+/** No frame is sent while the socket holds this much unwritten. */
+const LINK_HIGH_WATER = 4 * 1024 * 1024;
+const ANSWER_TIMEOUT_MS = 10_000;
 const MIN_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5_000;
 const MIN_POLL_MS = 20;
-const MAX_POLL_MS = 1_000;
-/**
- * After a pause this long between requests the destination may have restarted: its epoch is
- * checked before sending again. A restart noticed only in a publish answer costs duplicates
- * there, never losses (see `#offset`).
- */
-const IDLE_CHECK_MS = 50;
+const MAX_POLL_MS = 500;
 
-interface Item {
+interface InFlight {
+  ref: number;
+  /** Chunks the frame carries. */
+  chunks: number;
+  /** Its `afterPublisherSeq`. */
+  after: number;
+  /** Its highest source seq. */
   seq: number;
-  /** `publisherSeq` is set when it is sent (the source seq plus the offset of that moment). */
-  msg: RemoteMessage;
-  /** Payload size estimate, for BATCH_BYTES. */
-  size: number;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
+/** The first refusal of a pipeline: the frames behind it are refused too (they chain on it). */
+interface Failure {
+  answer: Answer;
+  after: number;
+}
 
 /**
  * A propagation: the consumer of the source queue's `propagation:{name}` subscription that
- * publishes what it gets to a queue on another server, with `publisherSeq` = the source seq
- * (plus an offset, see `#offset`), and acks here only once the destination's
- * `safePublisherSeq` has passed it (consumed there). A restarted destination (new epoch) gets
- * again everything not yet consumed.
+ * forwards what it gets to a queue on another server, and acks here only once the
+ * destination's `safePublisherSeq` has passed it (consumed there).
+ *
+ * Frames are pipelined over one WebSocket (up to MAX_IN_FLIGHT unanswered) and chained: each
+ * names the last publisherSeq of the one before (`afterPublisherSeq`), and the destination
+ * stores it only right after that one. So what the destination holds of ours is always a prefix
+ * of what was sent: a refused frame (429) is never overtaken by a later one, and after a lost
+ * connection the destination's lastPublisherSeq says exactly which frames arrived.
+ *
+ * publisherSeq = source seq + offset: 0 unless the destination already holds higher
+ * publisherSeqs of ours (this server restarted and its seqs start again at 1).
  */
 export class Propagation implements Consumer {
   readonly prefetch = WINDOW;
   unacked = 0;
   readonly publisherId: string;
   state: PropagationState = 'connecting';
+  /** Highest source seq the destination has accepted. */
   sentSeq = 0;
+  /** Highest source seq consumed there (and acked here). */
   ackedSeq = 0;
   lastError: string | undefined;
 
   readonly #dest: Destination;
   readonly #source: PropagationSource;
-  /** Delivered here, not yet sent (seq order). */
-  #pending: Item[] = [];
-  /** Sent, not yet consumed at the destination (seq order). */
-  #sent: Item[] = [];
-  #epoch: string | undefined;
+  /** `{"op":"publish","queue":…,"publisherId":…`, made once. */
+  readonly #head: Buffer;
   /**
-   * Added to the source seq to make the publisherSeq. 0 unless the destination already holds
-   * higher publisherSeqs of ours: after a restart of this server (seqs start again at 1), or
-   * when a batch reached a restarted destination before we knew it had restarted.
+   * Held chunks in seq order, from #first: [#first, #storedEnd) accepted there and not yet
+   * consumed, [#storedEnd, #sentEnd) sent (answer pending or lost), [#sentEnd, …) not sent.
    */
+  #chunks: (Chunk | undefined)[] = [];
+  #first = 0;
+  #storedEnd = 0;
+  #sentEnd = 0;
+  #heldBytes = 0;
+  /** Highest source seq taken: anything at or below it that comes again is a redelivery. */
+  #highestSeq = 0;
+  #inFlight: InFlight[] = [];
+  #failure: Failure | undefined;
+  #ref = 0;
+  /** Answers received (a poll that saw none come in between may trust an unknown publisher). */
+  #answers = 0;
+  #lastAnswerAt = 0;
+  #epoch: string | undefined;
   #offset = 0;
-  /** Set on a new epoch: the destination's lastPublisherSeq for us, which the next send must pass. */
-  #above: number | undefined;
-  #lastContact = 0;
-  #mustCheckEpoch = true;
-  #wake: (() => void) | undefined;
+  /** publisherSeq the destination holds last of ours: the next frame's `afterPublisherSeq`. */
+  #last = 0;
+  #link: Link | undefined;
+  /** The link's position is known (publisher state read since it opened). */
+  #synced = false;
+  #holdUntil = 0;
+  #backoff = MIN_BACKOFF_MS;
+  #pollMs = MIN_POLL_MS;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #pollTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #watchdog: ReturnType<typeof setInterval>;
   #stopped = false;
-  readonly done: Promise<void>;
 
-  constructor(publisherId: string, dest: Destination, source: PropagationSource) {
+  constructor(publisherId: string, dest: Destination, source: PropagationSource, destinationQueue: string) {
     this.publisherId = publisherId;
     this.#dest = dest;
     this.#source = source;
-    this.done = this.#run();
+    this.#head = Buffer.from('{"op":"publish","queue":' + JSON.stringify(destinationQueue) + ',"publisherId":' + JSON.stringify(publisherId));
+    this.#watchdog = setInterval(this.#checkAnswers, 1000).unref();
+    this.#connect();
   }
 
   get lag(): number { return this.#source.pending; }
 
-  ready(): boolean { return !this.#stopped; }
+  ready(): boolean { return !this.#stopped && this.#heldBytes < MAX_HELD_BYTES; }
 
   deliver(batch: DeliveryBatch): void {
-    for (const m of batch.messages()) {
-      const msg: RemoteMessage = { data: m.data, encoding: m.encoding, attributes: m.attributes, publisherSeq: m.seq };
-      if (m.key !== undefined) msg.key = m.key;
-      let size = m.data.length + (m.key?.length ?? 0) + 32;
-      for (const k in m.attributes) size += k.length + m.attributes[k]!.length + 6;
-      this.#pending.push({ seq: m.seq, msg, size });
+    for (let i = 0; i < batch.count;) {
+      const { chunk, next } = takeChunk(batch, i, this.#highestSeq);
+      i = next;
+      if (chunk === undefined) continue;
+      this.#highestSeq = chunk.seqs[chunk.count - 1]!;
+      this.#chunks.push(chunk);
+      this.#heldBytes += chunk.buf.length;
     }
-    this.#kick();
+    this.#pump();
   }
 
   ended(): void { this.stop(); }
 
   stop(): void {
+    if (this.#stopped) return;
     this.#stopped = true;
-    this.#kick();
+    clearInterval(this.#watchdog);
+    clearTimeout(this.#timer);
+    clearTimeout(this.#pollTimer);
+    this.#link?.close();
+    this.#link = undefined;
   }
 
-  #kick(): void {
-    const w = this.#wake;
-    this.#wake = undefined;
-    w?.();
+  // --- the link --------------------------------------------------------------------
+
+  #connect(): void {
+    if (this.#stopped) return;
+    const link: Link = this.#dest.connect({
+      opened: () => { if (link === this.#link) void this.#sync(link); },
+      answer: (a) => { if (link === this.#link) this.#answer(a); },
+      closed: (reason) => { if (link === this.#link) this.#lost(reason); },
+    });
+    this.#link = link;
   }
 
-  async #run(): Promise<void> {
-    let backoff = MIN_BACKOFF_MS;
-    let poll = MIN_POLL_MS;
-    const fail = async (error: string): Promise<void> => {
-      this.state = 'failing';
-      this.lastError = error;
-      this.#mustCheckEpoch = true;
-      await sleep(backoff);
-      backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
-    };
-    /** The destination answered: it is reachable again (a restriction is lifted only by a publish). */
-    const reached = (): void => {
-      this.#lastContact = Date.now();
-      backoff = MIN_BACKOFF_MS;
-      if (this.state !== 'restricted') {
-        this.state = 'running';
-        this.lastError = undefined;
-      }
-    };
-    while (!this.#stopped) {
-      // After a failure or a quiet spell the destination may have restarted: learn its epoch
-      // before sending, so nothing new lands there ahead of what it lost.
-      if (this.#mustCheckEpoch || Date.now() - this.#lastContact > IDLE_CHECK_MS) {
-        if (this.#pending.length === 0 && this.#sent.length === 0) {
-          await new Promise<void>((r) => { this.#wake = r; });
-          continue;
-        }
-        // Our publisher there tells its epoch and the last publisherSeq it holds of ours; a
-        // destination that does not know us (new, or restarted) is asked for its epoch alone.
-        let known: RemotePublisher | undefined;
-        let epoch: string;
-        try {
-          const r = await this.#dest.state(this.publisherId);
-          if (!r.ok) {
-            await fail(r.error);
-            continue;
-          }
-          known = r.publisher;
-          epoch = known?.epoch ?? await this.#dest.epoch();
-        } catch (err) {
-          await fail((err as Error).message);
-          continue;
-        }
-        if (this.#stopped) break;
-        reached();
-        this.#learnEpoch(epoch, known?.lastPublisherSeq);
-        if (known !== undefined) this.#progress(known);
-        this.#mustCheckEpoch = false;
-      }
-      if (this.#pending.length > 0) {
-        const items = this.#take();
-        const r = await this.#dest.publish(this.publisherId, items.map((i) => i.msg));
-        if (this.#stopped) break;
-        if (!r.ok) {
-          if (r.restricted) {
-            this.state = 'restricted';
-            this.lastError = r.error;
-            await sleep(r.retryAfterMs);
-          } else await fail(r.error);
-          continue;
-        }
-        reached();
-        poll = MIN_POLL_MS;
-        this.state = 'running';
-        this.lastError = undefined;
-        this.#pending.splice(0, items.length);
-        for (const i of items) {
-          this.#sent.push(i);
-          if (i.seq > this.sentSeq) this.sentSeq = i.seq;
-        }
-        this.#progress(r.publisher);
-        continue;
-      }
-      if (this.#sent.length > 0) {
-        // Everything is sent: wait for the destination to consume it.
-        await Promise.race([sleep(poll), new Promise<void>((r) => { this.#wake = r; })]);
-        this.#wake = undefined;
-        if (this.#stopped || this.#pending.length > 0) continue;
-        const r = await this.#dest.state(this.publisherId);
-        if (this.#stopped) break;
-        if (!r.ok) {
-          await fail(r.error);
-          continue;
-        }
-        reached();
-        const before = this.ackedSeq;
-        if (r.publisher === undefined) this.#mustCheckEpoch = true; // it does not know us: a restart
-        else this.#progress(r.publisher);
-        poll = this.ackedSeq === before ? Math.min(MAX_POLL_MS, poll * 2) : MIN_POLL_MS;
-        continue;
-      }
-      await new Promise<void>((r) => { this.#wake = r; });
-    }
+  /** The link is gone: frames in flight may or may not have arrived (the next sync tells). */
+  #lost(reason: string): void {
+    this.#link = undefined;
+    this.#synced = false;
+    this.#inFlight.length = 0;
+    this.#failure = undefined;
+    this.#fail(reason);
   }
 
-  /**
-   * The next request's messages: up to BATCH of them and BATCH_BYTES (at least one), numbered.
-   * After a new epoch they are numbered above what the destination holds of ours.
-   */
-  #take(): Item[] {
-    const pending = this.#pending;
-    let k = 0;
-    let bytes = 0;
-    while (k < pending.length && k < BATCH && (k === 0 || bytes + pending[k]!.size <= BATCH_BYTES)) bytes += pending[k++]!.size;
-    const items = pending.slice(0, k);
-    if (this.#above !== undefined) {
-      let low = Infinity;
-      for (const i of pending) if (i.seq < low) low = i.seq;
-      if (low + this.#offset <= this.#above) this.#offset = this.#above - low + 1;
-      this.#above = undefined;
-    }
-    for (const i of items) i.msg.publisherSeq = i.seq + this.#offset;
-    return items;
+  /** Closes the link (if any) and connects again after the backoff. */
+  #fail(error: string): void {
+    this.state = 'failing';
+    this.lastError = error;
+    this.#synced = false;
+    this.#link?.close();
+    this.#link = undefined;
+    this.#inFlight.length = 0;
+    this.#failure = undefined;
+    this.#after(this.#backoff, () => this.#connect());
+    this.#backoff = Math.min(MAX_BACKOFF_MS, this.#backoff * 2);
   }
 
-  /**
-   * A new epoch (or the first one we learn): what was sent and not yet consumed is gone there, so
-   * it goes again, first. `last` is the destination's lastPublisherSeq for us, if it knows us.
-   */
-  #learnEpoch(epoch: string, last: number | undefined): void {
-    if (epoch === this.#epoch) return;
-    if (this.#sent.length > 0) {
-      const again = this.#sent;
-      this.#sent = [];
-      const merged = again.concat(this.#pending);
-      merged.sort((a, b) => a.seq - b.seq);
-      this.#pending = merged;
-    }
-    this.#epoch = epoch;
-    // Up to `last` it would drop ours as duplicates: the next send numbers above it.
-    this.#above = last;
+  #after(ms: number, fn: () => void): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (!this.#stopped) fn();
+    }, ms).unref();
   }
 
-  /** The destination's word on our publisher: ack here what it has consumed. */
-  #progress(p: RemotePublisher | undefined): void {
-    if (p === undefined) return;
-    if (p.epoch !== this.#epoch) {
-      // Restarted before this answer and after our last look (this very batch may be the first it
-      // got from us): resend all that was not consumed, numbered above what it has now.
-      this.#learnEpoch(p.epoch, p.lastPublisherSeq);
+  readonly #checkAnswers = (): void => {
+    if (this.#inFlight.length > 0 && Date.now() - this.#lastAnswerAt > ANSWER_TIMEOUT_MS) this.#fail(`no answer from the destination within ${ANSWER_TIMEOUT_MS} ms`);
+  };
+
+  /** Reads where the destination stands for our publisher, then sends. */
+  async #sync(link: Link): Promise<void> {
+    this.#synced = false;
+    const r = await this.#dest.state(this.publisherId);
+    if (link !== this.#link) return;
+    if (!r.ok) {
+      this.#fail(r.error);
       return;
     }
-    const safe = p.safePublisherSeq ?? -1;
-    let n = 0;
-    while (n < this.#sent.length && this.#sent[n]!.msg.publisherSeq <= safe) n++;
-    if (n === 0) return;
-    const done = this.#sent.splice(0, n).map((i) => i.seq);
-    this.#source.ackSeqs(done);
-    for (const seq of done) if (seq > this.ackedSeq) this.ackedSeq = seq;
+    let epoch: string;
+    try {
+      epoch = r.publisher?.epoch ?? await this.#dest.epoch();
+    } catch (err) {
+      if (link === this.#link) this.#fail((err as Error).message);
+      return;
+    }
+    if (link !== this.#link) return;
+    this.#position(epoch, r.publisher);
+    this.#synced = true;
+    this.#backoff = MIN_BACKOFF_MS;
+    if (Date.now() >= this.#holdUntil) {
+      this.state = 'running';
+      this.lastError = undefined;
+    }
+    this.#pump();
   }
+
+  /**
+   * Takes the destination's word on our publisher (nothing in flight): what of ours it holds,
+   * what it has consumed, and whether it is the run we were talking to.
+   */
+  #position(epoch: string, p: RemotePublisher | undefined): void {
+    const last = p?.lastPublisherSeq ?? 0;
+    if (epoch !== this.#epoch) {
+      // First contact, or it restarted: nothing we sent is there any more. All of it goes
+      // again, first (numbered above what it holds of ours, see #pump).
+      this.#epoch = epoch;
+      this.#storedEnd = this.#sentEnd = this.#first;
+    } else if (p === undefined) {
+      // Same run, our publisher forgotten: it held nothing of ours, so all it had is consumed.
+      this.#sentEnd = this.#storedEnd;
+      this.#consumed(Number.MAX_SAFE_INTEGER);
+    } else {
+      // Same run: it holds exactly the frames up to its lastPublisherSeq (chained frames are
+      // stored in order or not at all); the rest go again.
+      while (this.#storedEnd < this.#sentEnd && this.#chunks[this.#storedEnd]!.lastPublisherSeq <= last) this.#storedEnd++;
+      this.#sentEnd = this.#storedEnd;
+      this.#consumed(p.safePublisherSeq ?? 0);
+    }
+    this.#last = last;
+  }
+
+  // --- sending and answers --------------------------------------------------------
+
+  /** Sends frames while the pipeline and the socket have room. */
+  #pump(): void {
+    const link = this.#link;
+    if (link === undefined || !this.#synced || this.#failure !== undefined || this.#timer !== undefined) return;
+    const chunks = this.#chunks;
+    while (this.#sentEnd < chunks.length && this.#inFlight.length < MAX_IN_FLIGHT && link.buffered < LINK_HIGH_WATER) {
+      const from = this.#sentEnd;
+      // Numbered above what the destination holds of ours: after a restart of this server its
+      // seqs start again at 1 while the destination still remembers the old run's.
+      const first = chunks[from]!;
+      if (first.seqs[first.head]! + this.#offset <= this.#last) this.#offset = this.#last - first.seqs[first.head]! + 1;
+      let end = from;
+      let n = 0;
+      let bytes = 0;
+      while (end < chunks.length) {
+        const c = chunks[end]!;
+        if (end > from && (n + c.count > MAX_FRAME_MESSAGES || bytes + c.buf.length > FRAME_BYTES)) break;
+        n += c.count;
+        bytes += c.buf.length;
+        c.offset = this.#offset;
+        end++;
+      }
+      const ref = ++this.#ref;
+      const frame = encodeFrame(this.#head, ref, this.#last, chunks as Chunk[], from, end);
+      if (this.#inFlight.length === 0) this.#lastAnswerAt = Date.now();
+      const tail = chunks[end - 1]!;
+      this.#inFlight.push({ ref, chunks: end - from, after: this.#last, seq: tail.seqs[tail.count - 1]! });
+      this.#last = tail.lastPublisherSeq;
+      this.#sentEnd = end;
+      link.send(frame);
+    }
+    this.#maybePoll();
+  }
+
+  #answer(a: Answer): void {
+    const f = this.#inFlight.shift();
+    if (f === undefined || a.ref !== f.ref) {
+      this.#fail(`the destination answered ${a.op} to a frame not sent (ref ${String(a.ref)})`);
+      return;
+    }
+    this.#answers++;
+    this.#lastAnswerAt = Date.now();
+    if (this.#failure === undefined) {
+      if (a.op === 'published' && a.epoch === this.#epoch) {
+        this.#storedEnd += f.chunks;
+        if (f.seq > this.sentSeq) this.sentSeq = f.seq;
+        if (this.state !== 'running') {
+          this.state = 'running';
+          this.lastError = undefined;
+        }
+        this.#consumed(a.safePublisherSeq ?? 0);
+      } else {
+        this.#failure = { answer: a, after: f.after };
+      }
+    }
+    if (this.#inFlight.length > 0) {
+      if (this.#failure === undefined) this.#pump();
+      return;
+    }
+    if (this.#failure !== undefined) this.#recover(this.#failure);
+    else this.#pump();
+  }
+
+  /** Every frame of a refused pipeline is answered: decide how to go on. */
+  #recover({ answer: a, after }: Failure): void {
+    this.#failure = undefined;
+    const error = a.op === 'published' ? 'the destination restarted' : describe(a);
+    if (a.code === 'PUBLISHER_RESTRICTED') {
+      // Nothing from the refused frame on was stored: it goes again after the wait.
+      this.#sentEnd = this.#storedEnd;
+      this.#last = after;
+      this.state = 'restricted';
+      this.lastError = error;
+      const ms = typeof a.retryAfterMs === 'number' && a.retryAfterMs > 0 ? a.retryAfterMs : 1000;
+      this.#holdUntil = Date.now() + ms;
+      this.#after(ms, () => this.#pump());
+      return;
+    }
+    if (a.code === 'INVALID_ARGUMENT' && a.field === 'afterPublisherSeq' && a.epoch === this.#epoch) {
+      // The chain broke in this run (a frame arrived that we thought lost): learn where it stands.
+      this.#synced = false;
+      const link = this.#link;
+      if (link !== undefined) void this.#sync(link);
+      return;
+    }
+    // A restart, a missing queue, a refused token, a message it will not take: start over.
+    this.#fail(error);
+  }
+
+  // --- consumption there, acks here -------------------------------------------------
+
+  /** Acks here what the destination reports consumed (publisherSeq ≤ `safe`). */
+  #consumed(safe: number): void {
+    const chunks = this.#chunks;
+    let acked: number[] | undefined;
+    while (this.#first < this.#storedEnd) {
+      const c = chunks[this.#first]!;
+      while (c.head < c.count && c.seqs[c.head]! + c.offset <= safe) (acked ??= []).push(c.seqs[c.head++]!);
+      if (c.head < c.count) break;
+      this.#heldBytes -= c.buf.length;
+      chunks[this.#first++] = undefined;
+    }
+    if (acked === undefined) return;
+    this.#pollMs = MIN_POLL_MS;
+    const top = acked[acked.length - 1]!;
+    if (top > this.ackedSeq) this.ackedSeq = top;
+    this.#compact();
+    this.#source.ackSeqs(acked);
+  }
+
+  #compact(): void {
+    const k = this.#first;
+    if (k < 1024 || k * 2 < this.#chunks.length) return;
+    this.#chunks = this.#chunks.slice(k);
+    this.#first = 0;
+    this.#storedEnd -= k;
+    this.#sentEnd -= k;
+  }
+
+  /** With messages stored there and no frame out to bring news, reads what has been consumed. */
+  #maybePoll(): void {
+    if (this.#pollTimer !== undefined || this.#stopped || !this.#synced || this.#inFlight.length > 0 || this.#first === this.#storedEnd) return;
+    this.#pollTimer = setTimeout(this.#poll, this.#pollMs).unref();
+  }
+
+  readonly #poll = async (): Promise<void> => {
+    this.#pollTimer = undefined;
+    const link = this.#link;
+    if (link === undefined || !this.#synced || this.#inFlight.length > 0 || this.#first === this.#storedEnd) return;
+    const answers = this.#answers;
+    const before = this.ackedSeq;
+    const r = await this.#dest.state(this.publisherId);
+    if (link !== this.#link || this.#stopped) return;
+    if (r.ok) {
+      const p = r.publisher;
+      if (p === undefined || p.epoch !== this.#epoch) {
+        // Restarted, or it forgot us: a fresh sync sorts out which.
+        if (answers === this.#answers && this.#inFlight.length === 0) void this.#sync(link);
+        return;
+      }
+      this.#consumed(p.safePublisherSeq ?? 0);
+    }
+    if (this.ackedSeq === before) this.#pollMs = Math.min(MAX_POLL_MS, this.#pollMs * 2);
+    this.#maybePoll();
+  };
+}
+
+/** An error answer as `429 PUBLISHER_RESTRICTED: …` (the status of API.md's catalogue). */
+function describe(a: Answer): string {
+  const status = (ERROR_STATUS as Record<string, number | undefined>)[a.code ?? ''];
+  return `${status ?? ''} ${a.code ?? 'error'}: ${a.message ?? ''}`.trim();
 }

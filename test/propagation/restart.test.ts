@@ -1,5 +1,5 @@
-import { until } from '../http/helpers';
-import { HttpDestination, type Destination } from '../../src/propagation';
+import { Client, until } from '../http/helpers';
+import { RemoteQueue, type Destination } from '../../src/propagation';
 import { Drainer, Node, closeNodes, numbered, numbers, propagate, publish, range } from './helpers';
 
 afterEach(closeNodes);
@@ -60,34 +60,38 @@ test('propagation - destination restarted mid-stream: what was sent and not cons
   expect(info()).toMatchObject({ state: 'running', sentSeq: N, ackedSeq: N, lag: 0 });
 });
 
-test('propagation - a batch that reaches a restarted destination before the restart is noticed does not hide what it lost', async () => {
+test('propagation - a link lost with frames in flight: the destination\'s lastPublisherSeq tells which arrived; nothing lost, nothing twice', async () => {
   const a = await Node.start();
-  const b = await Node.start({ persistent: true });
+  const b = await Node.start();
   a.broker.createQueue('src', { defaultSubscription: false });
   b.broker.createQueue('dst');
-  // The far end over HTTP, with the second publish request held back until the destination has
-  // restarted: as if that request had been slow on the network.
-  let publishes = 0;
-  let firstStarted!: () => void;
-  let secondHeld!: () => void;
-  let release!: () => void;
-  const first = new Promise<void>((r) => { firstStarted = r; });
-  const held = new Promise<void>((r) => { secondHeld = r; });
-  const gate = new Promise<void>((r) => { release = r; });
+  // The far end as it is, except that the first link is cut right after its third frame went
+  // out: the destination stores what reached it, and its answers are never read.
+  let links = 0;
+  let sent = 0;
   a.broker.destinationFor = (c) => {
-    const real = new HttpDestination(c.url, c.queue, c.token);
+    const real = new RemoteQueue(c.url, c.queue, c.token);
     const dest: Destination = {
-      async publish(id, msgs) {
-        const n = ++publishes;
-        if (n === 1) firstStarted();
-        if (n === 2) {
-          secondHeld();
-          await gate;
-          // The pooled keep-alive connection went with the old run: a throwaway request clears it, so
-          // this one reaches the new run instead of failing (a failure would be noticed).
-          await real.epoch().catch(() => undefined);
-        }
-        return real.publish(id, msgs);
+      connect(events) {
+        const n = ++links;
+        let cut = false;
+        const link = real.connect({
+          opened: () => events.opened(),
+          answer: (f) => { if (!cut) events.answer(f); },
+          closed: (reason) => { if (!cut) events.closed(reason); },
+        });
+        return {
+          send(frame) {
+            link.send(frame);
+            if (n === 1 && ++sent === 3) {
+              cut = true;
+              // After the bytes are written, as a network failure would: the frames arrive, the answers do not.
+              setTimeout(() => { link.close(); events.closed('cut by the test'); }, 50);
+            }
+          },
+          get buffered() { return link.buffered; },
+          close: () => link.close(),
+        };
       },
       state: (id) => real.state(id),
       epoch: () => real.epoch(),
@@ -95,19 +99,46 @@ test('propagation - a batch that reaches a restarted destination before the rest
     return dest;
   };
   await propagate(a, 'src', 'to-b', { url: b.url, queue: 'dst' });
-  publish(a, 'src', 'p', numbered(0, 100));
-  await first;
-  // Delivered to the propagation while the first request is out: it goes right after that one's answer.
-  publish(a, 'src', 'p', numbered(100, 200));
-  await held;
-  await b.restart();
-  release();
-
+  await until(() => a.broker.propagationInfo('src', 'to-b').state === 'running', 'connected');
+  const N = 6000;
+  for (let i = 0; i < N; i += 200) publish(a, 'src', 'p', numbered(i, i + 200));
+  await until(() => links === 2 && b.broker.queueStats('dst').published === N, 'everything at the destination after the reconnect', 15_000);
   const drain = new Drainer(b, 'dst');
-  await until(() => a.broker.queueStats('src').messages === 0, 'everything consumed', 15_000);
+  await until(() => a.broker.queueStats('src').messages === 0, 'consumed there, freed here', 15_000);
   await drain.stop();
-  expect([...new Set(numbers(drain.got))].sort((x, y) => x - y)).toEqual(range(0, 200));
-  expect(a.broker.propagationInfo('src', 'to-b')).toMatchObject({ sentSeq: 200, ackedSeq: 200, lag: 0 });
+  expect(sent).toBeGreaterThanOrEqual(3);
+  // Each message stored once: frames that arrived before the cut were not sent again.
+  expect(numbers(drain.got)).toEqual(range(0, N));
+  expect(b.broker.queueStats('dst')).toMatchObject({ published: N, messages: 0 });
+  expect(a.broker.propagationInfo('src', 'to-b')).toMatchObject({ state: 'running', sentSeq: N, ackedSeq: N, lag: 0 });
+});
+
+test('propagation - a chained publish stores only right after the frame it names; the answer tells what is consumed', async () => {
+  const b = await Node.start();
+  b.broker.createQueue('dst');
+  const ws = await Client.open(`${b.url}/v1/ws`);
+  const request = (f: Record<string, unknown>) => {
+    ws.send(f);
+    return ws.next((a) => a.ref === f.ref);
+  };
+  const frame = (ref: number, after: number, from: number, to: number) => ({
+    op: 'publish', ref, queue: 'dst', publisherId: 'chain', afterPublisherSeq: after,
+    messages: range(from, to).map((n) => ({ data: `m${n}`, publisherSeq: n })),
+  });
+  expect(await request(frame(1, 0, 1, 4))).toMatchObject({ op: 'published', ref: 1, duplicates: 0, epoch: b.broker.epoch, lastPublisherSeq: 3, safePublisherSeq: 0 });
+  // A frame that does not follow the last one stores nothing, whatever its numbers.
+  for (const after of [0, 2, 10]) {
+    expect(await request(frame(2, after, 4, 6))).toMatchObject({ op: 'error', ref: 2, code: 'INVALID_ARGUMENT', field: 'afterPublisherSeq', lastPublisherSeq: 3, epoch: b.broker.epoch });
+  }
+  expect(b.broker.queueStats('dst').published).toBe(3);
+  const msgs = await b.broker.pullMessages('dst', 'default', { max: 10 });
+  b.broker.ack('dst', 'default', msgs.map((m) => m.id));
+  expect(await request(frame(3, 3, 4, 6))).toMatchObject({ op: 'published', ref: 3, lastPublisherSeq: 5, safePublisherSeq: 3 });
+  expect(await request({ ...frame(4, 5, 6, 7), afterPublisherSeq: -1 })).toMatchObject({ op: 'error', ref: 4, code: 'INVALID_ARGUMENT', field: 'afterPublisherSeq' });
+  // Without afterPublisherSeq the answer is API.md's, with nothing added.
+  expect(Object.keys(await request({ op: 'publish', ref: 5, queue: 'dst', messages: [{ data: 'x' }] })).sort()).toEqual(['duplicates', 'ids', 'op', 'ref', 'seqs']);
+  expect(b.broker.queueStats('dst').published).toBe(6);
+  ws.close();
 });
 
 test('propagation - source restart: the propagation and serverId survive, messages published after it flow', async () => {
