@@ -41,7 +41,7 @@ if (require.main === module) {
 } else {
   // --- the parent --------------------------------------------------------------------------
   exports.startServerProcess = async function startServerProcess() {
-    const child = fork(__filename, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(__filename, [], { execArgv: process.env.BENCH_CHILD_PROF ? ['--cpu-prof', '--cpu-prof-dir=' + process.env.BENCH_CHILD_PROF] : [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const exited = once(child, 'exit');
     const [msg] = await Promise.race([
       once(child, 'message'),

@@ -1,5 +1,6 @@
 import { until } from '../http/helpers';
 import { prepareBatch } from '../../src/broker';
+import { RemoteQueue, type Destination } from '../../src/propagation';
 import { Drainer, Node, closeNodes, numbered, numbers, propagate, publish, range } from './helpers';
 
 afterEach(closeNodes);
@@ -152,7 +153,12 @@ test('propagation - a restricted destination shows state "restricted" and resume
   // A first burst goes through whole (a batch is all or nothing) and puts the publisher over its limit.
   publish(a, 'src', 'p', range(0, 30).map(msg));
   await until(() => a.broker.propagationInfo('src', 'to-b').sentSeq === 30, 'first burst sent');
-  publish(a, 'src', 'p', range(30, 200).map(msg));
+  // In deliveries of their own, so several frames are in flight when the 429 comes: the ones
+  // behind the refused frame must not be stored ahead of it.
+  for (let i = 30; i < 200; i += 10) {
+    publish(a, 'src', 'p', range(i, i + 10).map(msg));
+    await new Promise((r) => setImmediate(r));
+  }
   await until(() => a.broker.propagationInfo('src', 'to-b').state === 'restricted', 'restricted');
   const info = a.broker.propagationInfo('src', 'to-b');
   expect(info.sentSeq).toBe(30);
@@ -168,6 +174,70 @@ test('propagation - a restricted destination shows state "restricted" and resume
   expect(a.broker.propagationInfo('src', 'to-b')).toMatchObject({ state: 'running', sentSeq: 200, ackedSeq: 200, lag: 0 });
   expect(a.broker.propagationInfo('src', 'to-b').lastError).toBeUndefined();
   expect(b.broker.queue('dst').ledger.restrictions).toBeGreaterThan(0);
+});
+
+test('propagation - frames in flight behind a refused one are not stored ahead of it, even when the restriction lifts in between', async () => {
+  const a = await Node.start();
+  const b = await Node.start();
+  a.broker.createQueue('src', { defaultSubscription: false });
+  b.broker.createQueue('dst', { publisherLimitBytes: 2048 });
+  // The far end as it is, except that once armed, the frames behind the next one wait until
+  // its answer is a 429 and the destination has been drained: they reach a destination that
+  // takes that publisher again, as they would if the network had held them back.
+  let armed = false;
+  let holding = false;
+  const held: Buffer[] = [];
+  a.broker.destinationFor = (c) => {
+    const real = new RemoteQueue(c.url, c.queue, c.token);
+    return {
+      connect(events) {
+        const link = real.connect({
+          opened: () => events.opened(),
+          answer: (f) => {
+            if (holding && f.code === 'PUBLISHER_RESTRICTED') {
+              holding = armed = false;
+              void (async () => {
+                const msgs = await b.broker.pullMessages('dst', 'default', { max: 1000 });
+                b.broker.ack('dst', 'default', msgs.map((m) => m.id));
+                for (const frame of held.splice(0)) link.send(frame);
+              })();
+            }
+            events.answer(f);
+          },
+          closed: (reason) => events.closed(reason),
+        });
+        return {
+          send(frame) {
+            if (holding) held.push(frame);
+            else {
+              link.send(frame);
+              holding = armed;
+            }
+          },
+          get buffered() { return link.buffered; },
+          close: () => link.close(),
+        };
+      },
+      state: (id) => real.state(id),
+      epoch: () => real.epoch(),
+    } satisfies Destination;
+  };
+  await propagate(a, 'src', 'to-b', { url: b.url, queue: 'dst' });
+  const msg = (i: number) => ({ data: 'y'.repeat(100), attributes: { n: String(i) } });
+  publish(a, 'src', 'p', range(0, 30).map(msg));
+  await until(() => a.broker.propagationInfo('src', 'to-b').sentSeq === 30, 'first burst sent');
+  armed = true;
+  for (let i = 30; i < 200; i += 10) {
+    publish(a, 'src', 'p', range(i, i + 10).map(msg));
+    await new Promise((r) => setImmediate(r));
+  }
+  await until(() => !armed && held.length === 0, 'the 429 came and the held frames went');
+  const drain = new Drainer(b, 'dst', 'default', 10);
+  await until(() => a.broker.queueStats('src').messages === 0, 'everything consumed there', 20_000);
+  await drain.stop();
+  // The first 30 were consumed by the test's drain above; the rest arrive once each, in order.
+  expect(numbers(drain.got)).toEqual(range(30, 200));
+  expect(a.broker.propagationInfo('src', 'to-b')).toMatchObject({ state: 'running', sentSeq: 200, ackedSeq: 200, lag: 0 });
 });
 
 test('propagation - a filter forwards only the matching messages; the rest are not kept for it', async () => {
