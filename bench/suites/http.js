@@ -24,6 +24,7 @@ const { Broker } = require('../../dist');
 const { startServer } = require('../../dist/http');
 const { helpers } = require('../baselines');
 const { rest, openWs, closeWs, failures, subscriber, wsPublisher, startSpillway: startShared } = require('../lib/sockets');
+const { startServerProcess } = require('../lib/server-process');
 
 exports.description = 'HTTP + WebSocket server: single and batched REST publish, WS 1→1 / 1→4 with acks, WS latency @10k msg/s';
 
@@ -45,12 +46,25 @@ const immediate = () => new Promise((resolve) => setImmediate(resolve));
 // ---------------------------------------------------------------------------------------------
 // server and sockets
 
-/** A server with the queue of the suite (no default subscription) and subscriptions `subs`. */
-function startSpillway(subs) {
-  return startShared('http', async (url) => {
-    await rest(url, 'PUT', `/v1/queues/${QUEUE}`, { defaultSubscription: false, memoryBytes: 128 * MiB, publisherLimitBytes: 4 * 1024 * MiB }, [201]);
-    for (const s of subs) await rest(url, 'PUT', `/v1/queues/${QUEUE}/subscriptions/${s}`, {}, [201]);
-  });
+async function setupQueue(url, subs) {
+  await rest(url, 'PUT', `/v1/queues/${QUEUE}`, { defaultSubscription: false, memoryBytes: 128 * MiB, publisherLimitBytes: 4 * 1024 * MiB }, [201]);
+  for (const s of subs) await rest(url, 'PUT', `/v1/queues/${QUEUE}/subscriptions/${s}`, {}, [201]);
+}
+
+/**
+ * A server with the queue of the suite (no default subscription) and subscriptions `subs`; in
+ * this process, or with `ownProcess` in a child process of its own, as redis-server runs.
+ */
+async function startSpillway(subs, { ownProcess = false } = {}) {
+  if (!ownProcess) return startShared('http', (url) => setupQueue(url, subs));
+  const srv = await startServerProcess();
+  try {
+    await setupQueue(srv.url, subs);
+  } catch (err) {
+    await srv.close();
+    throw err;
+  }
+  return { ...srv, wsUrl: srv.url.replace(/^http/, 'ws') + '/v1/ws' };
 }
 
 
@@ -122,12 +136,15 @@ async function restPublish(ctx, perRequest, { drained = true, held = false } = {
 // ---------------------------------------------------------------------------------------------
 // 3./4. WebSocket publish -> WebSocket subscribers with acks
 
-/** One WS publisher, `nSubs` subscriptions with one WS consumer each. -> total delivered msg/s. */
-async function wsFanout(ctx, nSubs) {
+/**
+ * One WS publisher, `nSubs` subscriptions with one WS consumer each (clients in this process;
+ * the server too, or in its own with `ownProcess`). -> total delivered msg/s.
+ */
+async function wsFanout(ctx, nSubs, opts = {}) {
   const seconds = helpers.benchSeconds();
   const warmup = helpers.warmupSeconds(seconds);
   const names = Array.from({ length: nSubs }, (_, i) => `s${i}`);
-  const srv = await startSpillway(names);
+  const srv = await startSpillway(names, opts);
   const fails = failures();
   const subs = [];
   let pub = null;
@@ -143,7 +160,7 @@ async function wsFanout(ctx, nSubs) {
     pub.stopped = true;
     await failed;
     fails.check(`ws 1→${nSubs}`);
-    ctx.log(`    ws 1→${nSubs}: published ${pub.acked}, delivered ${subs.map((s) => s.count).join('/')}, restricted ${pub.restricted}×`);
+    ctx.log(`    ws 1→${nSubs}${opts.ownProcess ? ' (server process)' : ''}: published ${pub.acked}, delivered ${subs.map((s) => s.count).join('/')}, restricted ${pub.restricted}×`);
     return rate;
   } finally {
     if (pub) { pub.stopped = true; pub.closing = true; }
@@ -313,6 +330,17 @@ exports.run = async function run(ctx) {
       baseline: 'redisPubSub1to4', target: '>=1', samples: r.samples });
   } catch (err) { failed++; rowError(ctx, 'spillway ws 1→4', err); }
 
+  // 3b./4b. The same with the server in a process of its own, as redis-server: the clients
+  // then no longer share the server's CPU, as they do not share Redis's.
+  for (const n of [1, 4]) {
+    try {
+      const r = await measure(ctx, `ws 1→${n}, server in its own process`, () => wsFanout(ctx, n, { ownProcess: true }));
+      ctx.addRow({ name: `spillway ws 1→${n}, acks, prefetch 1000, server in its own process (as redis-server)`, value: r.median, unit: n === 1 ? 'msg/s' : 'delivered/s',
+        samples: r.samples, baseline: n === 1 ? 'redisStreams1to1' : 'redisPubSub1to4', target: n === 1 ? '>=2' : '>=1',
+        note: 'publisher and subscribers in the bench process, as the Redis clients' });
+    } catch (err) { failed++; rowError(ctx, `spillway ws 1→${n}, server in its own process`, err); }
+  }
+
   // 5. latency
   try {
     const r = await measure(ctx, `ws latency @${LATENCY_RATE / 1000}k msg/s`, () => wsLatency(ctx));
@@ -338,6 +366,8 @@ if (require.main === module) {
     post100nosub: () => restPublish(ctx, HTTP_BATCH, { drained: false }),
     ws1: () => wsFanout(ctx, 1),
     ws4: () => wsFanout(ctx, 4),
+    ws1own: () => wsFanout(ctx, 1, { ownProcess: true }),
+    ws4own: () => wsFanout(ctx, 4, { ownProcess: true }),
     latency: () => wsLatency(ctx),
     latencycold: () => wsLatency(ctx, LATENCY_RATE, { prewarm: 0 }),
   };
