@@ -23,6 +23,8 @@ export interface TokenSpec {
   name: string;
   publish?: string[];
   subscribe?: string[];
+  /** Publisher ids this token may publish as besides its name (a propagation's is `{serverId}:{queue}`). */
+  publishAs?: string[];
   admin?: boolean;
 }
 
@@ -36,13 +38,17 @@ export class Principal {
   readonly admin: boolean;
   readonly #publish: RegExp[];
   readonly #subscribe: RegExp[];
+  readonly #publishAs: RegExp[];
 
   constructor(spec: TokenSpec) {
     this.name = spec.name;
     this.admin = spec.admin === true;
     this.#publish = (spec.publish ?? []).map(globToRegExp);
     this.#subscribe = (spec.subscribe ?? []).map(globToRegExp);
+    this.#publishAs = (spec.publishAs ?? []).map(globToRegExp);
   }
+
+  mayPublishAs(publisherId: string): boolean { return publisherId === this.name || this.#publishAs.some((r) => r.test(publisherId)); }
 
   canPublish(queue: string): boolean { return this.#publish.some((r) => r.test(queue)); }
   canSubscribe(queue: string): boolean { return this.#subscribe.some((r) => r.test(queue)); }
@@ -134,7 +140,7 @@ export function parseAuthConfig(config: unknown): TokenSpec[] {
     if (typeof t !== 'object' || t === null) throw new Error(`tokens[${i}] must be an object`);
     if (typeof t.token !== 'string' || t.token.length === 0) throw new Error(`tokens[${i}].token must be a non-empty string`);
     if (typeof t.name !== 'string' || t.name.length === 0 || t.name.length > 256) throw new Error(`tokens[${i}].name must be a string of 1 to 256 characters`);
-    for (const f of ['publish', 'subscribe'] as const) {
+    for (const f of ['publish', 'subscribe', 'publishAs'] as const) {
       const v = t[f];
       if (v !== undefined && (!Array.isArray(v) || v.some((g) => typeof g !== 'string'))) throw new Error(`tokens[${i}].${f} must be an array of globs`);
     }
@@ -204,11 +210,12 @@ function endSocket(socket: Socket | undefined): void {
   socket.end();
 }
 
-/** With auth on, the publisher id is the token's name; a different one asked for is 403. */
+/** With auth on, the publisher id is the token's name, or one its publishAs globs cover; another is 403. */
 export function publisherFor(principal: Principal | null, asked: string | undefined): string | undefined {
   if (principal === null) return asked;
-  if (asked !== undefined && asked !== principal.name) {
-    throw new SpillwayError('FORBIDDEN', `token ${principal.name} may only publish as ${JSON.stringify(principal.name)}, not ${JSON.stringify(asked)}`);
+  if (asked === undefined) return principal.name;
+  if (!principal.mayPublishAs(asked)) {
+    throw new SpillwayError('FORBIDDEN', `token ${principal.name} may not publish as ${JSON.stringify(asked)} (its name, or an id its publishAs globs cover)`);
   }
-  return principal.name;
+  return asked;
 }

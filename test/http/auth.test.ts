@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Auth, globToRegExp } from '../../src/http';
+import { publisherFor } from '../../src/http/auth';
 import { Client, harness, json, type Harness } from './helpers';
 
 const TOKENS = {
@@ -151,5 +152,16 @@ describe('http auth', () => {
     expect(globToRegExp('q?').test('q1')).toBe(true);
     expect(() => new Auth({ tokens: [{ token: '', name: 'x' }] })).toThrow(/token/);
     expect(() => new Auth({ tokens: [{ token: 'a', name: 'x' }, { token: 'b', name: 'x' }] })).toThrow(/twice/);
+    expect(() => new Auth({ tokens: [{ token: 'a', name: 'x', publishAs: 'y' as unknown as string[] }] })).toThrow(/publishAs/);
+  });
+
+  test('auth - publishAs: a token may publish as its name or an id its globs cover, nothing else', () => {
+    const p = new Auth({ tokens: [{ token: 't', name: 'server-a', publish: ['*'], publishAs: ['*:orders'] }] }).lookup('t')!;
+    expect(publisherFor(p, undefined)).toBe('server-a');
+    expect(publisherFor(p, 'server-a')).toBe('server-a');
+    expect(publisherFor(p, '5f2c:orders')).toBe('5f2c:orders');
+    expect(() => publisherFor(p, '5f2c:invoices')).toThrow(/may not publish as/);
+    expect(() => publisherFor(new Auth(TOKENS).lookup('pub-token')!, 'x:orders')).toThrow(/may not publish as/);
+    expect(publisherFor(null, 'anyone')).toBe('anyone');
   });
 });

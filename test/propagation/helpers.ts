@@ -17,14 +17,17 @@ export class Node {
   url = '';
   port = 0;
   readonly dataDir: string | undefined;
+  readonly #authFile: string | undefined;
   #running = true;
 
-  private constructor(dataDir: string | undefined) {
+  private constructor(dataDir: string | undefined, authFile: string | undefined) {
     this.dataDir = dataDir;
+    this.#authFile = authFile;
   }
 
-  static async start(opts: { persistent?: boolean } = {}): Promise<Node> {
-    const n = new Node(opts.persistent === true ? mkdtempSync(join(tmpdir(), 'spillway-prop-')) : undefined);
+  /** With `authFile`, the server takes only the tokens of that file. */
+  static async start(opts: { persistent?: boolean; authFile?: string } = {}): Promise<Node> {
+    const n = new Node(opts.persistent === true ? mkdtempSync(join(tmpdir(), 'spillway-prop-')) : undefined, opts.authFile);
     nodes.push(n);
     n.#build();
     await n.h.app.listen({ port: 0, host: '127.0.0.1' });
@@ -37,7 +40,7 @@ export class Node {
 
   #build(): void {
     const broker = new Broker({ memoryBytes: MEMORY, ...(this.dataDir === undefined ? {} : { dataDir: this.dataDir }) });
-    this.h = harness({ broker });
+    this.h = harness({ broker, ...(this.#authFile === undefined ? {} : { authFile: this.#authFile }) });
   }
 
   /** Stops the server (messages are gone) and starts a new run on the same data dir and port. */

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { until } from '../http/helpers';
 import { prepareBatch } from '../../src/broker';
 import { RemoteQueue, type Destination } from '../../src/propagation';
@@ -238,6 +241,38 @@ test('propagation - frames in flight behind a refused one are not stored ahead o
   // The first 30 were consumed by the test's drain above; the rest arrive once each, in order.
   expect(numbers(drain.got)).toEqual(range(30, 200));
   expect(a.broker.propagationInfo('src', 'to-b')).toMatchObject({ state: 'running', sentSeq: 200, ackedSeq: 200, lag: 0 });
+});
+
+test('propagation - to a server with auth: a token whose publishAs covers the propagation\'s publisher id delivers; others fail with the reason', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'spillway-prop-auth-'));
+  try {
+    const authFile = join(dir, 'auth.json');
+    writeFileSync(authFile, JSON.stringify({
+      tokens: [
+        { token: 'from-a', name: 'server-a', publish: ['dst'], publishAs: ['*:src'] },
+        { token: 'plain', name: 'plain', publish: ['dst'] },
+      ],
+    }));
+    const a = await Node.start();
+    const b = await Node.start({ authFile });
+    a.broker.createQueue('src', { defaultSubscription: false });
+    b.broker.createQueue('dst');
+    await propagate(a, 'src', 'good', { url: b.url, queue: 'dst', token: 'from-a' });
+    await propagate(a, 'src', 'no-publish-as', { url: b.url, queue: 'dst', token: 'plain' });
+    await propagate(a, 'src', 'unknown', { url: b.url, queue: 'dst', token: 'nope' });
+    publish(a, 'src', 'p', numbered(0, 50));
+    const drain = new Drainer(b, 'dst');
+    await until(() => drain.got.length === 50 && a.broker.propagationInfo('src', 'good').ackedSeq === 50, 'delivered with the right token');
+    await until(() => a.broker.propagationInfo('src', 'no-publish-as').state === 'failing' && a.broker.propagationInfo('src', 'unknown').state === 'failing', 'the others failing');
+    expect(numbers(drain.got)).toEqual(range(0, 50));
+    expect(new Set(drain.got.map((m) => m.publisherId))).toEqual(new Set([`${a.broker.serverId}:src`]));
+    expect(a.broker.propagationInfo('src', 'no-publish-as').lastError).toMatch(/^403 FORBIDDEN: token plain may not publish as/);
+    expect(a.broker.propagationInfo('src', 'unknown').lastError).toMatch(/401.*UNAUTHENTICATED/);
+    // What the failing ones hold stays at the source.
+    expect(a.broker.queueStats('src').messages).toBe(50);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('propagation - a filter forwards only the matching messages; the rest are not kept for it', async () => {
