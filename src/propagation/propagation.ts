@@ -153,18 +153,10 @@ export class Propagation implements Consumer {
     const link: Link = this.#dest.connect({
       opened: () => { if (link === this.#link) void this.#sync(link); },
       answer: (a) => { if (link === this.#link) this.#answer(a); },
-      closed: (reason) => { if (link === this.#link) this.#lost(reason); },
+      // Frames in flight may or may not have arrived: the next sync tells.
+      closed: (reason) => { if (link === this.#link) this.#fail(reason); },
     });
     this.#link = link;
-  }
-
-  /** The link is gone: frames in flight may or may not have arrived (the next sync tells). */
-  #lost(reason: string): void {
-    this.#link = undefined;
-    this.#synced = false;
-    this.#inFlight.length = 0;
-    this.#failure = undefined;
-    this.#fail(reason);
   }
 
   /** Closes the link (if any) and connects again after the backoff. */
@@ -211,7 +203,9 @@ export class Propagation implements Consumer {
     if (link !== this.#link) return;
     this.#position(epoch, r.publisher);
     this.#synced = true;
-    this.#backoff = MIN_BACKOFF_MS;
+    // With something to send, only an accepted frame shows the link works (a token that may not
+    // publish passes this far): the backoff is reset then.
+    if (this.#sentEnd === this.#chunks.length) this.#backoff = MIN_BACKOFF_MS;
     if (Date.now() >= this.#holdUntil) {
       this.state = 'running';
       this.lastError = undefined;
@@ -291,6 +285,7 @@ export class Propagation implements Consumer {
     if (this.#failure === undefined) {
       if (a.op === 'published' && a.epoch === this.#epoch) {
         this.#storedEnd += f.chunks;
+        this.#backoff = MIN_BACKOFF_MS;
         if (f.seq > this.sentSeq) this.sentSeq = f.seq;
         if (this.state !== 'running') {
           this.state = 'running';
