@@ -200,3 +200,9 @@ exports.run = async function run(ctx) {
   const heap = await brokerBacklogHeap(N);
   ctx.addRow({ name: 'broker heap growth, 1 M × 100 B backlog', value: heap, unit: 'MiB', baseline: 'jsHeap', baselineValue: heapJs, target: '≤ 16 MiB', pass: heap <= 16 });
 };
+
+// One measurement alone (e.g. under --cpu-prof): node bench/suites/broker.js 1|4
+if (require.main === module) {
+  const subs = Number(process.argv[2] || 1);
+  brokerRate(Number(process.env.BENCH_SECONDS || 3), subs).then((v) => console.log(`broker 1→${subs}`, Math.round(v)), (err) => { console.error(err); process.exitCode = 1; });
+}

@@ -30,9 +30,18 @@ export function messageId(runTag: string, seq: number): string {
 
 /** The seq an id names, or -1 when it is not an id of this run. */
 export function seqOfId(runTag: string, id: unknown): number {
-  if (typeof id !== 'string' || id.length <= runTag.length + 1 || !id.startsWith(runTag) || id.charCodeAt(runTag.length) !== 45) return -1;
-  const seq = Number(id.slice(runTag.length + 1));
-  return Number.isSafeInteger(seq) && seq > 0 ? seq : -1;
+  // Per acked message: digits are read in place, no substring is made.
+  if (typeof id !== 'string') return -1;
+  const n = runTag.length;
+  const len = id.length;
+  if (len <= n + 1 || len > n + 17 || id.charCodeAt(n) !== 45 || !id.startsWith(runTag)) return -1;
+  let seq = 0;
+  for (let i = n + 1; i < len; i++) {
+    const d = id.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return -1;
+    seq = seq * 10 + d;
+  }
+  return seq > 0 && seq <= Number.MAX_SAFE_INTEGER ? seq : -1;
 }
 
 export interface BodyParts {
