@@ -4,6 +4,7 @@ import { decodeAttributes, seqOfId } from '../queue/message';
 import { DeliveryBatch } from './batch';
 import type { Consumer, EndReason } from './consumer';
 import { DeadlineHeap } from './deadlines';
+import { HeldChunks, type Held, type OffRing } from './held';
 import type { SubscriptionConfig } from './config';
 
 /** What a subscription needs from its queue. */
@@ -47,7 +48,7 @@ const DELAYED = 2;
 const READY = 3;
 
 /** A delivered, unacked message (or one waiting to be delivered again). Pooled. */
-class Entry {
+class Entry implements OffRing {
   seq = 0;
   pos = 0;
   attempt = 0;
@@ -55,8 +56,11 @@ class Entry {
   heapIdx = -1;
   state = 0;
   consumer: Consumer | null = null;
-  /** The body, once the record has left the ring (spilled); null while it is in the ring at `pos`. */
+  /** Where the body is once the record has left the ring (spilled); null while it is in the ring at `pos`. */
   copy: Buffer | null = null;
+  copyStart = 0;
+  copyLen = 0;
+  held: Held | null = null;
 }
 
 interface Waiter {
@@ -66,6 +70,9 @@ interface Waiter {
   resolve: (v: unknown) => void;
   timer: NodeJS.Timeout | undefined;
 }
+
+/** Read chunks kept for unacked messages delivered from them (about 1 MiB each), per subscription. */
+const HELD_CHUNK_BYTES = 8 * 1024 * 1024;
 
 /** How many messages one consumer gets per round, so competing consumers share fairly. */
 const SLICE = 512;
@@ -112,6 +119,8 @@ export class Subscription {
   /** The chunk after #chunk, read while #chunk is being delivered (double buffering). */
   #nextChunk: DiskChunk | null = null;
   #reading = false;
+  /** Chunks that bodies delivered from disk point into, while they are unacked. */
+  readonly #held = new HeldChunks(HELD_CHUNK_BYTES);
   /** Bumped whenever read-ahead state is dropped, so a late read is ignored. */
   #diskGen = 0;
   /** Eligible messages at or after the cursor (not yet delivered once). */
@@ -455,6 +464,8 @@ export class Subscription {
     this.#heap.clear();
     this.#inflight.clear();
     this.#ready.length = 0;
+    this.#dropChunks();
+    this.#held.clear();
   }
 
   setTtlTimer(ms: number, onExpire: () => void): void {
@@ -507,7 +518,7 @@ export class Subscription {
       e.attempt++;
       this.redelivered++;
       this.delivered++;
-      if (e.copy !== null) batch.add(e.copy, 0, e.copy.length, e.attempt, e.seq);
+      if (e.copy !== null) batch.add(e.copy, e.copyStart, e.copyLen, e.attempt, e.seq);
       else batch.add(data, ring.bodyStart(e.pos), ring.bodyLenOf(e.pos), e.attempt, e.seq);
       if (autoAck) {
         this.#settle(e);
@@ -610,7 +621,7 @@ export class Subscription {
         const e = this.#entry();
         e.seq = seq;
         e.pos = -1;
-        e.copy = Buffer.from(buf.subarray(body, body + len)); // a chunk is dropped once read; in-flight bodies are kept
+        this.#held.hold(e, buf, body, len);
         e.attempt = 1;
         this.#inflight.set(seq, e);
         this.#toInFlight(e, consumer, deadline);
@@ -667,6 +678,8 @@ export class Subscription {
       if (e.copy === null && e.seq < cutSeq) {
         const start = ring.bodyStart(e.pos);
         e.copy = Buffer.from(ring.data.subarray(start, start + ring.bodyLenOf(e.pos)));
+        e.copyStart = 0;
+        e.copyLen = e.copy.length;
         e.pos = -1;
       }
     }
@@ -676,6 +689,7 @@ export class Subscription {
     this.#chunk = null;
     this.#nextChunk = null;
     this.#diskGen++;
+    this.#held.retire();
   }
 
   #toInFlight(e: Entry, consumer: Consumer | null, deadline: number): void {
@@ -713,7 +727,7 @@ export class Subscription {
   #deadLetter(e: Entry): void {
     const ring = this.#host.ring;
     const ok = e.copy !== null
-      ? this.#host.deadLetter(this, e.copy, 0, e.copy.length, e.attempt)
+      ? this.#host.deadLetter(this, e.copy, e.copyStart, e.copyLen, e.attempt)
       : this.#host.deadLetter(this, ring.data, ring.bodyStart(e.pos), ring.bodyLenOf(e.pos), e.attempt);
     if (ok) this.deadLettered++;
     else this.dropped++;
@@ -765,6 +779,7 @@ export class Subscription {
 
   #release(e: Entry): void {
     e.consumer = null;
+    this.#held.release(e);
     e.copy = null;
     e.state = 0;
     e.heapIdx = -1;

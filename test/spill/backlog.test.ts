@@ -158,6 +158,30 @@ describe('spill', () => {
     expect(b.queueStats('q')).toMatchObject({ messages: 0, spilledBytes: 0 });
   });
 
+  test('spill - bodies delivered from disk and not acked stay intact past the read chunks kept for them, and come again after a nack', async () => {
+    const { b } = makeBroker();
+    b.createQueue('q', { memoryBytes: MEMORY, defaultSubscription: false });
+    b.createSubscription('q', 'slow', { ackDeadlineMs: 60_000 });
+    // About 12 MiB on disk: more than the 8 MiB of read chunks a subscription keeps for unacked bodies.
+    const N = 12_000;
+    await publishRange(b, 'q', 0, N, SIZE);
+    expect(b.queueStats('q').spilledMessages).toBeGreaterThan(N * 0.9);
+    const first: { id: string; seq: number; data: string }[] = [];
+    while (first.length < N) first.push(...await b.pullMessages('q', 'slow', { max: 1000, waitMs: 1000 }));
+    expect(first.map((m) => m.seq)).toEqual(Array.from({ length: N }, (_, k) => k + 1));
+    for (const m of first) expect(m.data).toBe(payload(m.seq - 1, SIZE));
+    expect(b.nack('q', 'slow', first.map((m) => m.id))).toEqual({ nacked: N, unknown: [] });
+    const again: { seq: number; data: string; deliveryAttempt: number }[] = [];
+    while (again.length < N) {
+      const msgs = await b.pullMessages('q', 'slow', { max: 1000, waitMs: 1000 });
+      again.push(...msgs);
+      b.ack('q', 'slow', msgs.map((m) => m.id));
+    }
+    expect(again.map((m) => m.seq).sort((x, y) => x - y)).toEqual(Array.from({ length: N }, (_, k) => k + 1));
+    for (const m of again) expect([m.seq, m.deliveryAttempt, m.data === payload(m.seq - 1, SIZE)]).toEqual([m.seq, 2, true]);
+    expect(b.queueStats('q')).toMatchObject({ messages: 0, spilledBytes: 0 });
+  });
+
   test('spill - messages in flight when their records go to disk are redelivered intact after a nack or a passed deadline', async () => {
     const { b } = makeBroker();
     b.createQueue('q', { memoryBytes: MEMORY });
