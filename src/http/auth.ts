@@ -170,7 +170,6 @@ export function registerAccess(app: FastifyInstance, opts: AccessOptions): void 
   const origins = opts.allowedOrigins?.map(normaliseOrigin);
   const auth = opts.auth;
   app.addHook('onRequest', (req, reply, done) => {
-    const perm: Permission = req.routeOptions.config.perm ?? 'any';
     // The header, not `req.ws`: this hook may run before @fastify/websocket's own.
     const upgrade = req.headers.upgrade?.toLowerCase() === 'websocket';
     // An upgrade answered with an HTTP response (refused, not found) must end its socket
@@ -183,7 +182,13 @@ export function registerAccess(app: FastifyInstance, opts: AccessOptions): void 
         return;
       }
     }
-    if (auth === undefined || perm === 'public') {
+    if (auth === undefined) {
+      done();
+      return;
+    }
+    // Only with auth on: `routeOptions` builds a new object at every read.
+    const perm: Permission = req.routeOptions.config.perm ?? 'any';
+    if (perm === 'public') {
       done();
       return;
     }

@@ -14,6 +14,7 @@ import { registerQueueRoutes } from './routes-queues';
 import { registerSubscriptionRoutes } from './routes-subscriptions';
 import { registerTransactionRoutes } from './routes-transactions';
 import { registerPropagationRoutes } from './routes-propagations';
+import { onClientError } from './client-errors';
 import * as S from './schemas';
 import { WsHub, onSocketError, registerWebSocketRoute, type WebSocketOptions } from './ws';
 
@@ -70,6 +71,8 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     forceCloseConnections: 'idle',
     // Malformed URLs and over-long params: the envelope too.
     frameworkErrors: (err, _req, reply) => { sendError(reply, toSpillwayError(err)); },
+    // And requests Node's HTTP parser refuses before fastify sees them.
+    clientErrorHandler: onClientError,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   });
   if (opts.maxConnections !== undefined) app.server.maxConnections = opts.maxConnections;
@@ -90,9 +93,11 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     }
     try {
       // JSON is UTF-8: bytes that are not would be decoded to U+FFFD and stored silently changed.
-      if (!isUtf8(buf)) throw new Error('not UTF-8');
+      // They always leave a U+FFFD in the text, so only a text with one needs the check of the bytes.
+      const text = buf.toString('utf8');
+      if (text.includes('\uFFFD') && !isUtf8(buf)) throw new Error('not UTF-8');
       // Plain JSON.parse: an own "__proto__" key is harmless here (nothing merges bodies into objects).
-      done(null, JSON.parse(buf.toString('utf8')));
+      done(null, JSON.parse(text));
     } catch {
       const err = new Error('request body is not valid JSON') as Error & { statusCode: number; code: string };
       err.statusCode = 400;
@@ -121,16 +126,29 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   registerMetricsRoute(app, registry);
   registerOpenApiRoute(app, routes, { version: packageVersion(), auth: auth !== undefined });
   void app.register(publishRoutes, { ctx });
-  void app.register(websocket, {
-    options: { maxPayload: bodyLimit, perMessageDeflate: false },
-    errorHandler: onSocketError,
-    // Sockets are closed with 1001 by the preClose hook above; only the ws server is left to close.
-    preClose(this: FastifyInstance, done: () => void) {
-      this.websocketServer.close();
-      done();
-    },
+  // @fastify/websocket in a context of its own, so that its onRequest and onResponse hooks run on
+  // the WebSocket route only: on REST requests they cost a hook run and response listeners each.
+  // An upgrade answered over HTTP elsewhere still has its socket ended (registerAccess's hook).
+  let wsApp: FastifyInstance | undefined;
+  void app.register(async (child) => {
+    await child.register(websocket, {
+      options: { maxPayload: bodyLimit, perMessageDeflate: false },
+      errorHandler: onSocketError,
+      // Sockets are closed with 1001 by the preClose hook above; only the ws server is left to close.
+      preClose(this: FastifyInstance, done: () => void) {
+        this.websocketServer.close();
+        done();
+      },
+    });
+    registerWebSocketRoute(child, hub);
+    wsApp = child;
   });
-  void app.register(async (child) => registerWebSocketRoute(child, hub));
+  // What the plugin decorates stays on the root, as when it was registered there.
+  void app.after(() => {
+    if (wsApp === undefined) return;
+    app.decorate('websocketServer', wsApp.websocketServer);
+    app.decorate('injectWS', wsApp.injectWS);
+  });
   return app;
 }
 
