@@ -12,7 +12,7 @@ Options:
   --data-dir DIR         queue definitions and spill files (default ./spillway-data)
   --max-disk SIZE        disk budget for spill files
   --auth-file FILE       JSON {"tokens": [{"token", "name", "publish", "subscribe", "admin"}]}
-  --allowed-origins LIST comma-separated Origins allowed to open WebSockets
+  --allowed-origins LIST comma-separated Origins allowed to open WebSockets and call REST (CORS)
   --body-limit SIZE      largest request body and WebSocket frame (default 16MiB)
   --max-connections N    refuse connections beyond this many
   --log-level LEVEL      fatal, error, warn, info, debug (default warn; logs go to stderr)

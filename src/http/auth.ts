@@ -151,7 +151,7 @@ export function parseAuthConfig(config: unknown): TokenSpec[] {
   });
 }
 
-function normaliseOrigin(o: string): string {
+export function normaliseOrigin(o: string): string {
   return o.trim().toLowerCase().replace(/\/+$/, '');
 }
 

@@ -15,6 +15,7 @@ import { registerSubscriptionRoutes } from './routes-subscriptions';
 import { registerTransactionRoutes } from './routes-transactions';
 import { registerPropagationRoutes } from './routes-propagations';
 import { onClientError } from './client-errors';
+import { registerCors } from './cors';
 import * as S from './schemas';
 import { WsHub, onSocketError, registerWebSocketRoute, type WebSocketOptions } from './ws';
 
@@ -25,7 +26,7 @@ export interface ServerOptions {
   /** Path of a JSON auth file; or `auth` with the parsed config (or an Auth). Unset: auth off. */
   authFile?: string;
   auth?: AuthConfig | Auth;
-  /** WebSocket upgrades whose Origin is not listed are refused with 403. */
+  /** WebSocket upgrades whose Origin is not listed are refused with 403; the listed ones get CORS headers. */
   allowedOrigins?: string[];
   /** Largest request body and WebSocket frame (default 16 MiB). */
   bodyLimit?: number;
@@ -105,6 +106,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
       done(err, undefined);
     }
   });
+  registerCors(app, opts.allowedOrigins);
   registerAccess(app, { auth, allowedOrigins: opts.allowedOrigins });
 
   app.addHook('preClose', (done) => {
