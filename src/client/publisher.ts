@@ -165,6 +165,17 @@ const isPlain = (s: string): boolean => s.length <= 4096 && PLAIN_TEXT.test(s);
 /** A JSON string literal; plain text is only quoted, not copied by JSON.stringify. */
 const quote = (s: string): string => (isPlain(s) ? '"' + s + '"' : JSON.stringify(s));
 
+/** The byte estimate of an array of texts that JSON carries as they are, or -1 when one is not. */
+function plainTexts(input: readonly unknown[]): number {
+  let bytes = 0;
+  for (let i = 0; i < input.length; i++) {
+    const m = input[i];
+    if (typeof m !== 'string' || !isPlain(m)) return -1;
+    bytes += m.length + PLAIN_OVERHEAD;
+  }
+  return bytes;
+}
+
 /** One message as JSON without its closing brace (the lane adds publisherSeq). Cost: one string per message. */
 function encodeMessage(m: PublishInput, i: number): string {
   if (typeof m === 'string') return '{"data":' + quote(m);
@@ -775,10 +786,15 @@ export class Publisher {
     let call: Call;
     try {
       if (typeof queue !== 'string' || queue.length === 0) throw new SpillwayClientError('INVALID_ARGUMENT', 'queue must be a non-empty string');
+      let plainBytes: number;
       if (typeof input === 'string' && isPlain(input)) {
         // The hot path: the text is queued as it is; its JSON is written once, into the batch's frame.
         raw = input;
         call = new Call(1, input.length + PLAIN_OVERHEAD, true, PLAIN);
+      } else if (Array.isArray(input) && input.length > 0 && input.length <= MAX_BATCH && (plainBytes = plainTexts(input)) >= 0) {
+        // The same for an array of plain texts.
+        raw = input.slice() as string[];
+        call = new Call(raw.length, plainBytes, false, PLAIN);
       } else {
         raw = encode(input);
         if (typeof raw === 'string') {

@@ -86,6 +86,17 @@ describe('client', () => {
 
   // --- publish -------------------------------------------------------------------------
 
+  test('publish - arrays of texts: plain ones go as they are, any other text is escaped; data, order and numbering hold', async () => {
+    const c = clients.make(s.url);
+    await c.createQueue('q');
+    const plain = ['p1', 'p2', ''];
+    const mixed = ['m1', 'say "hi"', 'back\\slash', 'tab\t', 'ünïcødé', '\u2028'];
+    const ids = [...await c.publish('q', plain), ...await c.publish('q', mixed)];
+    expect(new Set(ids).size).toBe(9);
+    const got = await c.pull('q', 'default', { max: 20 });
+    expect(got.map((m) => [m.id, m.data, m.publisherSeq])).toEqual([...plain, ...mixed].map((d, i) => [ids[i], d, i + 1]));
+  });
+
   test('publish - one message gives an id, an array gives ids; messages are numbered with publisherSeq', async () => {
     const c = clients.make(s.url);
     await c.createQueue('q');
