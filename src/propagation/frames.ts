@@ -1,4 +1,4 @@
-import type { DeliveryBatch } from '../subscribers/batch';
+import { digits, type DeliveryBatch } from '../subscribers/batch';
 
 /**
  * The bytes a propagation forwards, cut from the stored record bodies: no message is parsed or
@@ -118,8 +118,4 @@ export function encodeFrame(head: Buffer, ref: number, after: number, chunks: re
   }
   CLOSE.copy(out, o);
   return out;
-}
-
-function digits(n: number): number {
-  return n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : n < 10000 ? 4 : n < 100000 ? 5 : String(n).length;
 }

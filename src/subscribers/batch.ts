@@ -123,8 +123,9 @@ export class DeliveryBatch {
   }
 }
 
-function digits(n: number): number {
-  return n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : String(n).length;
+/** Decimal digits of a non-negative integer (no string made below 10^6). */
+export function digits(n: number): number {
+  return n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : n < 10000 ? 4 : n < 100000 ? 5 : n < 1000000 ? 6 : String(n).length;
 }
 
 /** Bytes `,"deliveryAttempt":N}` takes. */
